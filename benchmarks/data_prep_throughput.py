@@ -100,7 +100,7 @@ def naive_loop(input_dir: str, output_dir: str) -> dict[str, Any]:
         for path in files:
             with open(path, "rb") as f:
                 data = f.read()
-            encoded = images.encode(images.decode(data, options).pixels, options)
+            encoded = images.encode(images.decode(data, options).image, options)
             relpath = os.path.relpath(path, input_dir)
             writer.write(schema.serialize_example(image=encoded, filename=relpath, key=hashlib.sha256(data).hexdigest(),
                                                   label=labels[relpath.split(os.sep)[1]]))
@@ -118,7 +118,7 @@ def codec_limit(input_dir: str) -> dict[str, Any]:
             blobs.append(f.read())
     cpu_start, start = time.process_time(), time.perf_counter()
     for data in blobs:
-        images.encode(images.decode(data, options).pixels, options)
+        images.encode(images.decode(data, options).image, options)
     return {"images": len(blobs), "seconds": time.perf_counter() - start, "cpu_start": cpu_start}
 
 

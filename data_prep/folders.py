@@ -187,7 +187,7 @@ class ProcessFile(beam.DoFn):
             with fsspec.open(entry.path, "rb") as f:
                 data = f.read()
             decoded = images.decode(data, self._options)
-            encoded = images.encode(decoded.pixels, self._options)
+            encoded = images.encode(decoded.image, self._options)
         except images.RejectedImage as e:
             yield self._problem(pipeline.REJECTED, entry, str(e))
             return
@@ -201,8 +201,8 @@ class ProcessFile(beam.DoFn):
         yield pipeline.Example(
             pipeline.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
                                  dedupe_key=decoded.pixel_hash,
-                                 num_pixels=decoded.pixels.shape[0] * decoded.pixels.shape[1],
-                                 moments=stats.channel_moments(decoded.pixels)),
+                                 num_pixels=decoded.image.width * decoded.image.height,
+                                 moments=stats.channel_moments(decoded.image)),
             schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label))
 
     def finish_bundle(self):

@@ -53,10 +53,23 @@ class ImageOptions:
 
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
-    pixels: np.ndarray  # uint8 HxWxC after orientation, conversion and resize.
-    pixel_hash: str  # Of the full-size oriented pixels: equal for pixel-identical files.
+    image: Image.Image  # RGB (or L) after orientation, conversion and resize: what gets stored.
+    pixel_hash: str  # Of the stored pixels: equal for files that would become the same example.
     source_format: str
     warning: str | None = None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """uint8 HxWxC (a copy: the codec and the statistics work on `image` directly)."""
+        pixels = np.asarray(self.image)
+        return pixels[:, :, np.newaxis] if pixels.ndim == 2 else pixels
+
+
+def as_image(pixels: Image.Image | np.ndarray) -> Image.Image:
+    """PIL's view of uint8 HxWxC pixels (HxWx1 becomes L)."""
+    if isinstance(pixels, Image.Image):
+        return pixels
+    return Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
 
 
 def junk_reason(basename: str) -> str | None:
@@ -136,27 +149,24 @@ def decode(data: bytes, options: ImageOptions) -> DecodedImage:
     except Exception as e:
         raise RejectedImage(f"truncated or corrupt image data ({source_format}): {e}") from None
     try:
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # In place: no copy of the common unrotated image.
     except Exception as e:  # Malformed EXIF must not cost an otherwise good image; the report lists it.
         warning = f"EXIF orientation unreadable, kept as stored: {e}"
     image = _to_mode(image, options.channels)
-    pixel_hash = hashlib.blake2b(image.tobytes(), digest_size=16,
-                                 person=f"{image.width}x{image.height}".encode()[:16]).hexdigest()
     size = target_size(image.width, image.height, options)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR)
-    pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, np.newaxis]
-    return DecodedImage(pixels=pixels, pixel_hash=pixel_hash, source_format=source_format, warning=warning)
+    # Identical stored pixels mean the same training example, whatever the source bytes, size or format.
+    pixel_hash = hashlib.blake2b(image.tobytes(), digest_size=16,
+                                 person=f"{image.mode}{image.width}x{image.height}".encode()[:16]).hexdigest()
+    return DecodedImage(image=image, pixel_hash=pixel_hash, source_format=source_format, warning=warning)
 
 
-def encode(pixels: np.ndarray, options: ImageOptions) -> bytes:
+def encode(pixels: Image.Image | np.ndarray, options: ImageOptions) -> bytes:
     """Deterministic encoding: same pixels and options give the same bytes."""
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
     buffer = io.BytesIO()
     if options.image_format == "jpeg":
-        image.save(buffer, format="JPEG", quality=options.jpeg_quality, optimize=False, progressive=False)
+        as_image(pixels).save(buffer, format="JPEG", quality=options.jpeg_quality, optimize=False, progressive=False)
     else:
-        image.save(buffer, format="PNG", compress_level=6)
+        as_image(pixels).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
