@@ -1,4 +1,4 @@
-r"""Training step time: our custom loop (trainer.train) against Keras `model.fit`, one device.
+r"""Training step time: our custom loop (trainer.steps) against Keras `model.fit`, one device.
 
   .venv/bin/python -m benchmarks.train_step                      # mnist_cnn, 28x28x1, batch 128
   .venv/bin/python -m benchmarks.train_step --model=cifar_cnn --image_size=32 --channels=3 --batch_size=64 --steps=10
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from trainer import models, train
+from trainer import models, steps
 
 _MODEL = flags.DEFINE_enum("model", "mnist_cnn", list(models.SCRATCH_MODELS), "Model to train.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 28, "Input height and width.")
@@ -59,7 +59,7 @@ def ours(jit_compile: bool):
     model = _model()
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
-    loop = train.make_train_loop(strategy, model, optimizer, global_batch_size=_BATCH_SIZE.value,
+    loop = steps.make_train_loop(strategy, model, optimizer, global_batch_size=_BATCH_SIZE.value,
                                  binary=models.is_binary(model), jit_compile=jit_compile)
     iterator = iter(strategy.distribute_datasets_from_function(lambda context: _dataset()))
     num_steps = tf.constant(_steps_per_loop())

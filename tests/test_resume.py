@@ -18,7 +18,7 @@ import tensorflow as tf
 from conftest import build_folder, free_ports
 from data_prep import images, sample_data
 from multiworker_train import make_config, make_data
-from trainer import checkpointing, export, history, input_pipeline, main, models, preemption, summaries, train
+from trainer import checkpointing, export, history, input_pipeline, main, models, preemption, steps, summaries, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, BATCH = 3, 4
@@ -202,7 +202,7 @@ def test_best_model_early_stopping_and_rerunning_a_finished_run(tmp_path):
     model = models.build_model("lenet5", (16, 16, 1), 2)
     tf.train.Checkpoint(model=model).restore(info["checkpoint"]).expect_partial()
     data = make_data(8)
-    assert train.make_evaluator(tf.distribute.get_strategy(), model, data)()["val_accuracy"] == best["val_accuracy"]
+    assert steps.make_evaluator(tf.distribute.get_strategy(), model, data)()["val_accuracy"] == best["val_accuracy"]
 
     # The run is over: the same call restores it, trains nothing and returns the history from the files.
     last = checkpointing.latest_checkpoint(str(tmp_path))

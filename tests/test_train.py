@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from multiworker_train import make_arrays, make_config, make_data
-from trainer import distribution, models, train
+from trainer import distribution, models, steps, train
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_one_device_and_xla_match_the_default_strategy(trained, tmp_path):
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_trains(policy, tmp_path, precision):
     policy(precision)
-    optimizer = train.make_optimizer("sgd", 0.1)
+    optimizer = steps.make_optimizer("sgd", 0.1)
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
     config = make_config(str(tmp_path), epochs=1, mixed_precision=precision)
     model, history = train.train_and_evaluate(config, tf.distribute.get_strategy(), make_data(8))
@@ -171,5 +171,5 @@ def test_xla_with_synchronized_batch_norm_on_several_replicas_is_refused():
     model = models.build_model("cifar_cnn", (32, 32, 3), 10)
     two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)
     with pytest.raises(ValueError, match="synchronized BatchNormalization"):
-        train.make_train_loop(two_replicas, model, keras.optimizers.SGD(), global_batch_size=8, binary=False,
+        steps.make_train_loop(two_replicas, model, keras.optimizers.SGD(), global_batch_size=8, binary=False,
                               jit_compile=True)

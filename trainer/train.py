@@ -3,9 +3,9 @@
 Keras's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
 and with steps_per_execution > 1 under MirroredStrategy, so the loop is ours:
 `steps_per_loop` steps per tf.function call, each running `strategy.run` on a
-replica step whose loss is averaged over the global batch. Evaluation sums losses
-and correct predictions over every example exactly once, so a partial last batch
-(or a replica that gets no data) counts right.
+replica step whose loss is averaged over the global batch (the steps are built in
+trainer/steps.py). This module drives them: phases, checkpoints, evaluation, the
+run's lifecycle.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from trainer import checkpointing, distribution, export, input_pipeline, models, preemption, summaries
+from trainer import checkpointing, distribution, export, input_pipeline, models, preemption, steps, summaries
 from trainer import evaluate as evaluation
 from trainer import history as history_lib
 from trainer.checkpointing import CHECKPOINT_SUBDIR
@@ -30,7 +30,6 @@ MODES = ("train", "eval", "train_and_eval")
 CONFIG_FILE = "config.json"
 EVAL_CONFIG_FILE = "config_eval.json"  # --mode=eval keeps the training run's config.json.
 BEST_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
-Sums = dict[str, tf.Tensor]  # loss (sum over examples), correct, count
 
 InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 
@@ -149,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribut
         model = models.build_model(config.model.name, data.input_shape, data.num_classes, config.model.weights)
     if config.mode == "eval":
         return model, [_evaluate_checkpoint(config, strategy, model, data, is_chief)]
-    evaluate = make_evaluator(strategy, model, data) if data.eval_input_fn else None
+    evaluate = steps.make_evaluator(strategy, model, data) if data.eval_input_fn else None
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
     return model, _train(config, strategy, data, model, evaluate, checkpoint_dir, is_chief)
 
@@ -166,7 +165,7 @@ def _evaluate_checkpoint(config: ml_collections.ConfigDict, strategy: tf.distrib
     report = evaluation.evaluate_split(
         strategy, model, data.eval_input_fn, num_examples=data.eval_examples,
         class_names=data.class_names or tuple(str(k) for k in range(data.num_classes)),
-        per_example_loss=functools.partial(_per_example_loss, binary=models.is_binary(model)),
+        per_example_loss=functools.partial(steps.per_example_loss, binary=models.is_binary(model)),
         split=config.test_split, checkpoint=path)
     if is_chief:
         evaluation.write_report(report, config.model_dir)
@@ -265,13 +264,13 @@ class _Training:
         if models.is_transfer(self.model):
             models.set_base_trainable(self.model, phase.unfreeze_from)
         with self.strategy.scope():
-            optimizer = make_optimizer(phase.optimizer, phase.learning_rate)
+            optimizer = steps.make_optimizer(phase.optimizer, phase.learning_rate)
             optimizer.build(self.model.trainable_variables)
         if self.restored and self.state.steps_into_phase(self.data.train_steps_per_epoch) > 0:
             checkpointing.restore_optimizer(self.restored, optimizer)
-        train_loop = make_train_loop(self.strategy, self.model, optimizer,
-                                     global_batch_size=self.config.global_batch_size,
-                                     binary=models.is_binary(self.model), jit_compile=self.config.jit_compile)
+        train_loop = steps.make_train_loop(self.strategy, self.model, optimizer,
+                                           global_batch_size=self.config.global_batch_size,
+                                           binary=models.is_binary(self.model), jit_compile=self.config.jit_compile)
         manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=self.model, optimizer=optimizer, **self.state.variables()),
             self.checkpoint_dir, self.strategy, self.is_chief, self.config.checkpoints_to_keep)
@@ -281,7 +280,7 @@ class _Training:
             images_per_second = self._run_epoch(phase, train_loop, optimizer, manager)
             self._end_epoch(index, phase, optimizer, manager, images_per_second)
 
-    def _run_epoch(self, phase: Phase, train_loop: Callable[[Any, tf.Tensor], Sums],
+    def _run_epoch(self, phase: Phase, train_loop: Callable[[Any, tf.Tensor], steps.Sums],
                    optimizer: keras.optimizers.Optimizer, manager: tf.train.CheckpointManager) -> float | None:
         """The epoch's remaining steps, `steps_per_loop` at a time; returns images/s (None if none ran)."""
         state, steps_per_epoch, every = self.state, self.data.train_steps_per_epoch, self.config.checkpoint_every_steps
@@ -387,111 +386,6 @@ def _make_any_worker(strategy: tf.distribute.Strategy) -> Callable[[tf.Tensor], 
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
 
     return any_worker
-
-
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """The named Keras optimizer; wrapped in a LossScaleOptimizer when the dtype policy computes in float16."""
-    optimizer = keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
-    if keras.config.dtype_policy().compute_dtype == "float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _per_example_loss(labels: tf.Tensor, probs: tf.Tensor, binary: bool) -> tf.Tensor:
-    if binary:
-        return keras.losses.binary_crossentropy(tf.cast(labels, probs.dtype)[:, None], probs)
-    return keras.losses.sparse_categorical_crossentropy(labels, probs)
-
-
-def _sums(labels: tf.Tensor, probs: tf.Tensor, per_example_loss: tf.Tensor, binary: bool) -> Sums:
-    predicted = tf.cast(probs[:, 0] > 0.5, tf.int64) if binary else tf.argmax(probs, axis=-1)
-    return {"loss": tf.reduce_sum(per_example_loss),
-            "correct": tf.reduce_sum(tf.cast(predicted == labels, tf.float32)),
-            "count": tf.cast(tf.size(labels), tf.float32)}
-
-
-def _zeros() -> Sums:
-    return {"loss": tf.constant(0.0), "correct": tf.constant(0.0), "count": tf.constant(0.0)}
-
-
-def _reduce(strategy: tf.distribute.Strategy, per_replica: Sums) -> Sums:
-    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-
-def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    *, global_batch_size: int, binary: bool, jit_compile: bool,
-                    ) -> Callable[[Any, tf.Tensor], Sums]:
-    """A tf.function running `num_steps` synchronous steps from a distributed iterator; returns summed metrics
-    and `first_nonfinite`, the index of the first step whose loss was NaN or Inf (-1: none).
-
-    With `jit_compile`, XLA compiles each replica's forward and backward pass; the
-    gradient all-reduce and update stay outside XLA: a compiled step containing
-    `apply_gradients`, or any other cross-replica sum, fails under MirroredStrategy
-    ("merge_call called while defining a new graph").
-    """
-    def forward_backward(images, labels):
-        with tf.GradientTape() as tape:
-            probs = model(images, training=True)
-            per_example_loss = _per_example_loss(labels, probs, binary)
-            loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-            scaled_loss = optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, model.trainable_variables)
-        return gradients, _sums(labels, probs, per_example_loss, binary)
-
-    if jit_compile:
-        if strategy.num_replicas_in_sync > 1 and models.has_synchronized_batch_norm(model):
-            raise ValueError(f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
-                             f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
-                             "XLA); run without --config.jit_compile or on one replica.")
-        forward_backward = tf.function(forward_backward, jit_compile=True)
-
-    def replica_step(images, labels):
-        gradients, sums = forward_backward(images, labels)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return sums
-
-    @tf.function
-    def train_loop(iterator, num_steps):
-        totals = _zeros()
-        first_nonfinite = tf.constant(-1)
-        for i in tf.range(num_steps):
-            sums = _reduce(strategy, strategy.run(replica_step, args=next(iterator)))
-            totals = {k: totals[k] + sums[k] for k in totals}
-            first_nonfinite = tf.where(tf.logical_and(first_nonfinite < 0, tf.logical_not(
-                tf.math.is_finite(sums["loss"]))), i, first_nonfinite)
-        return {**totals, "first_nonfinite": first_nonfinite}
-
-    return train_loop
-
-
-def make_evaluator(strategy: tf.distribute.Strategy, model: keras.Model, data: Data,
-                   ) -> Callable[[], dict[str, float]]:
-    """Loss and accuracy over one pass of the eval input: sums over all examples, divided by their count."""
-    binary = models.is_binary(model)
-    dataset = strategy.distribute_datasets_from_function(data.eval_input_fn)
-
-    def replica_step(images, labels):
-        probs = model(images, training=False)
-        return _sums(labels, probs, _per_example_loss(labels, probs, binary), binary)
-
-    @tf.function
-    def eval_loop(dataset):
-        totals = _zeros()
-        for batch in dataset:  # Replicas without data in the last step get empty batches.
-            sums = _reduce(strategy, strategy.run(replica_step, args=batch))
-            totals = {k: totals[k] + sums[k] for k in totals}
-        return totals
-
-    def evaluate() -> dict[str, float]:
-        totals = {k: float(v.numpy()) for k, v in eval_loop(dataset).items()}
-        if int(totals["count"]) != data.eval_examples:
-            raise RuntimeError(f"evaluation saw {int(totals['count'])} examples, the split has "
-                               f"{data.eval_examples}: the eval input must yield every example exactly once.")
-        return {"val_loss": totals["loss"] / totals["count"], "val_accuracy": totals["correct"] / totals["count"]}
-
-    return evaluate
 
 
 def _log_epoch(record: dict[str, Any], total_epochs: int) -> None:
