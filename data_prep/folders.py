@@ -198,9 +198,12 @@ class ProcessFile(beam.DoFn):
             yield beam.pvalue.TaggedOutput(pipeline.WARNING, pipeline.result(
                 pipeline.WARNING, path=entry.relpath, reason=decoded.warning))
         key = hashlib.sha256(data).hexdigest()
+        # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
+        # pixel-identical re-encodes, and anything else that would be stored identically.
+        dedupe_key = hashlib.blake2b(encoded, digest_size=16).hexdigest()
         yield pipeline.Example(
             pipeline.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
-                                 dedupe_key=decoded.pixel_hash,
+                                 dedupe_key=dedupe_key,
                                  num_pixels=decoded.image.width * decoded.image.height,
                                  moments=stats.channel_moments(decoded.image)),
             schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label))

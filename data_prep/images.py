@@ -7,7 +7,6 @@ sniffed from the content, never trusted from the extension. Problems become a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 
 import numpy as np
@@ -54,7 +53,6 @@ class ImageOptions:
 @dataclasses.dataclass(frozen=True)
 class DecodedImage:
     image: Image.Image  # RGB (or L) after orientation, conversion and resize: what gets stored.
-    pixel_hash: str  # Of the stored pixels: equal for files that would become the same example.
     source_format: str
     warning: str | None = None
 
@@ -156,10 +154,7 @@ def decode(data: bytes, options: ImageOptions) -> DecodedImage:
     size = target_size(image.width, image.height, options)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR)
-    # Identical stored pixels mean the same training example, whatever the source bytes, size or format.
-    pixel_hash = hashlib.blake2b(image.tobytes(), digest_size=16,
-                                 person=f"{image.mode}{image.width}x{image.height}".encode()[:16]).hexdigest()
-    return DecodedImage(image=image, pixel_hash=pixel_hash, source_format=source_format, warning=warning)
+    return DecodedImage(image=image, source_format=source_format, warning=warning)
 
 
 def encode(pixels: Image.Image | np.ndarray, options: ImageOptions) -> bytes:

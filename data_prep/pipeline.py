@@ -5,7 +5,7 @@ same graph, modelled on TFDS's writer but with memory bounded by one shard:
 
 1. `SpillRecords` appends each serialized record to a per-bundle spill file and passes
    on only a small `Pointer`; no later shuffle carries image bytes.
-2. Pointers are grouped by the hash of their stored pixels: one survivor per group, the rest are duplicates.
+2. Pointers are grouped by the hash of their stored image: one survivor per group, the rest are duplicates.
 3. The survivor's split is the layout's, or a stable hash of its content key.
 4. The shard count of a split follows from its total bytes; each record goes to shard
    `md5(split + key) * N >> 128` and is ordered by that hash inside the shard, so the
@@ -52,7 +52,7 @@ class ExampleInfo:
     filename: str
     label: int
     split: str | None  # Fixed by the source, or None for hash-assigned.
-    dedupe_key: str  # Equal for examples with identical stored pixels.
+    dedupe_key: str  # Equal for examples whose stored images are identical.
     num_pixels: int
     moments: np.ndarray  # stats.channel_moments of the stored pixels.
     source_key: str | None = None  # Set on offline-augmented copies: the key they were made from.
