@@ -4,8 +4,8 @@ r"""Builds a TFDS-compatible TFRecord dataset from raw images or a Keras dataset
   python -m data_prep.build --dataset=imagefolder --input_dir=flowers --output_dir=/data/flowers
 
 Flags this module does not define are Beam pipeline options (`--runner`,
-`--direct_num_workers`, `--project` ...). With no `--runner`, the job runs locally on
-the FnApiRunner in multi-processing mode on every core (the benchmarked fastest
+`--direct_running_mode`, `--project` ...). With no `--runner`, the job runs locally in
+this process on the FnApiRunner, decoding on a thread per core (the benchmarked fastest
 setting); Beam's default DirectRunner would first try to download a Prism binary.
 """
 from __future__ import annotations
@@ -41,6 +41,9 @@ _RESIZE_POLICY = flags.DEFINE_enum(
 _IMAGE_FORMAT = flags.DEFINE_enum("image_format", "jpeg", images.IMAGE_FORMATS, "Stored encoding (png is lossless).")
 _JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored images.")
 _MAX_PIXELS = flags.DEFINE_integer("max_pixels", 50_000_000, "Reject images with more pixels (read from the header).")
+_DECODE_THREADS = flags.DEFINE_integer(
+    "decode_threads", 0, "Files each Beam worker decodes at once; 0: one per core when the job runs in one local "
+    "process (the default runner), else 1.")
 # Keras datasets.
 _INPUT = flags.DEFINE_string("input", None, "Keras datasets: a local copy (mnist.npz, the Fashion-MNIST folder, "
                              "cifar-*-python.tar.gz or its folder); default: Keras's cache, downloading if online.")
@@ -69,7 +72,8 @@ def _build(argv: Sequence[str]) -> None:
     except ValueError as e:
         raise driver.UserError(str(e)) from None
     driver.build_folder_dataset(_DATASET.value, _INPUT_DIR.value, common, layout=_LAYOUT.value,
-                                class_names=_CLASS_NAMES.value, split=_SPLIT.value, image_options=image_options)
+                                class_names=_CLASS_NAMES.value, split=_SPLIT.value, image_options=image_options,
+                                threads=_DECODE_THREADS.value)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, output, pipeline
 from data_prep import schema
@@ -42,13 +42,22 @@ class CommonOptions:
     beam_args: Sequence[str] = ()
 
 
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner")
+
+
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    """Beam options from the leftover flags; local defaults are the fast ones. Unknown flags are errors."""
+    """Beam options from the leftover flags; local defaults are the fast ones. Unknown flags are errors.
+
+    With no flags the job runs in this one process (FnApiRunner, in_memory) and decodes on a thread per core
+    (`decode_threads`): no worker start-up, no data plane between processes. BUILD_NOTES.md has the measurements.
+    """
     args = list(beam_args)
-    if not any(a.startswith("--runner") for a in args):
-        args += ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
-        if not any(a.startswith("--direct_num_workers") for a in args):
-            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+
+    def given(name: str) -> bool:
+        return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+
+    if not given("runner"):
+        args.append("--runner=FnApiRunner")
     options = PipelineOptions(args)
     known = options.get_all_options()
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
@@ -56,7 +65,25 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         raise UserError(f"unknown flag(s): {', '.join('--' + u for u in unknown)} (see --help)")
     if known["runner"] in ("DataflowRunner", "dataflow"):
         check_dataflow_options(known)
+    if known["runner"] in LOCAL_RUNNERS:
+        direct = options.view_as(DirectOptions)
+        if not given("direct_running_mode"):
+            direct.direct_running_mode = "in_memory"
+        if direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
+            direct.direct_num_workers = os.cpu_count() or 1
     return options
+
+
+def decode_threads(options: PipelineOptions, requested: int = 0) -> int:
+    """Files each worker decodes at once: `requested`, or every core when the whole job runs in this process.
+
+    Other runners already run a worker per core (Dataflow: one SDK process per vCPU), so they get one thread.
+    """
+    if requested > 0:
+        return requested
+    known = options.get_all_options()
+    in_process = known["runner"] in LOCAL_RUNNERS and known["direct_running_mode"] == "in_memory"
+    return (os.cpu_count() or 1) if in_process else 1
 
 
 def check_dataflow_options(options: dict[str, Any]) -> None:
@@ -178,9 +205,13 @@ def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
 
 def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *, layout: str = "auto",
                          class_names: Sequence[str] | None = None, split: str = "train:80,validation:10,test:10",
-                         image_options: images.ImageOptions = images.ImageOptions()) -> dict[str, Any]:
-    """Builds a raw image folder; returns the report. Raises UserError on bad input before any work."""
-    pipeline_options(common.beam_args)
+                         image_options: images.ImageOptions = images.ImageOptions(),
+                         threads: int = 0) -> dict[str, Any]:
+    """Builds a raw image folder; returns the report. Raises UserError on bad input before any work.
+
+    `threads`: files decoded at once per worker (`decode_threads`; 0 picks it from the runner).
+    """
+    threads = decode_threads(pipeline_options(common.beam_args), threads)
     try:
         split_spec = pipeline.SplitSpec.parse(split)
         listing = folders.list_input(input_dir, dataset, layout, class_names)
@@ -192,7 +223,7 @@ def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *,
     def read(p: beam.Pipeline, work_dir: str):
         manifest = posixpath.join(work_dir, "manifest.jsonl")
         folders.write_manifest(listing, manifest)
-        decoded = p | "ReadFolder" >> folders.ReadFolder(manifest, image_options, work_dir)
+        decoded = p | "ReadFolder" >> folders.ReadFolder(manifest, image_options, work_dir, threads)
         return decoded.examples, [decoded[pipeline.REJECTED], decoded[pipeline.SKIPPED], decoded[pipeline.WARNING]]
 
     return _run(_Source(

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import posixpath
-from typing import Sequence
+from concurrent import futures
+from typing import Iterable, Sequence
 
 import apache_beam as beam
 import fsspec
@@ -162,54 +164,81 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
     return Listing(layout=layout, class_names=tuple(mapper.class_names), entries=tuple(entries))
 
 
-class ProcessFile(beam.DoFn):
-    """Manifest line in; an Example, or a rejected/skipped/warning result line out. Never raises on bad files."""
+@dataclasses.dataclass(frozen=True)
+class FileResult:
+    """One manifest entry read: an example (perhaps with a warning), or a problem's kind and reason."""
 
-    def __init__(self, options: images.ImageOptions, work_dir: str):
+    example: pipeline.Example | None = None
+    problem: str | None = None  # pipeline.REJECTED or pipeline.SKIPPED.
+    reason: str | None = None  # The problem's reason, or the example's warning.
+
+
+def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
+    """Reads, decodes and encodes one file; free of Beam calls, so several files can be read at once."""
+    if entry.skip:
+        return FileResult(problem=pipeline.SKIPPED, reason=entry.skip)
+    try:
+        with fsspec.open(entry.path, "rb") as f:
+            data = f.read()
+        decoded = images.decode(data, options)
+        encoded = images.encode(decoded.image, options)
+    except images.RejectedImage as e:
+        return FileResult(problem=pipeline.REJECTED, reason=str(e))
+    except Exception as e:  # An unreadable file or a decoder bug: list it, keep the job alive.
+        return FileResult(problem=pipeline.REJECTED, reason=f"could not process: {type(e).__name__}: {e}")
+    key = hashlib.sha256(data).hexdigest()
+    # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
+    # pixel-identical re-encodes, and anything else that would be stored identically.
+    dedupe_key = hashlib.blake2b(encoded, digest_size=16).hexdigest()
+    return FileResult(example=pipeline.Example(
+        pipeline.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
+                             dedupe_key=dedupe_key, num_pixels=decoded.image.width * decoded.image.height,
+                             moments=stats.channel_moments(decoded.image)),
+        schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label)),
+        reason=decoded.warning)
+
+
+class ProcessFiles(beam.DoFn):
+    """A batch of manifest lines in; Examples, and rejected/skipped/warning result lines, out. Never raises on bad files.
+
+    The files of a batch are read on `threads` threads: Pillow releases the GIL while it decodes, resizes and
+    encodes, so one worker process keeps several cores busy (the local in-process runner has only one).
+    """
+
+    def __init__(self, options: images.ImageOptions, work_dir: str, threads: int = 1):
         self._options = options
         self._work_dir = work_dir
+        self._threads = threads
 
     def setup(self):
         self._progress = pipeline.Progress(self._work_dir)
+        self._pool = futures.ThreadPoolExecutor(self._threads) if self._threads > 1 else None
 
-    def _problem(self, kind: str, entry: ManifestEntry, reason: str):
-        beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, kind).inc()
-        return beam.pvalue.TaggedOutput(kind, pipeline.result(kind, path=entry.relpath, reason=reason))
-
-    def process(self, line: str):
-        entry = ManifestEntry(**json.loads(line))
-        self._progress.add()
-        beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, "files_seen").inc()
-        if entry.skip:
-            yield self._problem(pipeline.SKIPPED, entry, entry.skip)
-            return
-        try:
-            with fsspec.open(entry.path, "rb") as f:
-                data = f.read()
-            decoded = images.decode(data, self._options)
-            encoded = images.encode(decoded.image, self._options)
-        except images.RejectedImage as e:
-            yield self._problem(pipeline.REJECTED, entry, str(e))
-            return
-        except Exception as e:  # An unreadable file or a decoder bug: list it, keep the job alive.
-            yield self._problem(pipeline.REJECTED, entry, f"could not process: {type(e).__name__}: {e}")
-            return
-        if decoded.warning:
-            yield beam.pvalue.TaggedOutput(pipeline.WARNING, pipeline.result(
-                pipeline.WARNING, path=entry.relpath, reason=decoded.warning))
-        key = hashlib.sha256(data).hexdigest()
-        # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
-        # pixel-identical re-encodes, and anything else that would be stored identically.
-        dedupe_key = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-        yield pipeline.Example(
-            pipeline.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
-                                 dedupe_key=dedupe_key,
-                                 num_pixels=decoded.image.width * decoded.image.height,
-                                 moments=stats.channel_moments(decoded.image)),
-            schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label))
+    def process(self, lines: list[str]):
+        entries = [ManifestEntry(**json.loads(line)) for line in lines]
+        if self._pool:
+            results = self._pool.map(read_file, entries, itertools.repeat(self._options))
+        else:
+            results = (read_file(entry, self._options) for entry in entries)
+        for entry, result in zip(entries, results):
+            self._progress.add()
+            beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, "files_seen").inc()
+            if result.problem:
+                beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, result.problem).inc()
+                yield beam.pvalue.TaggedOutput(result.problem, pipeline.result(
+                    result.problem, path=entry.relpath, reason=result.reason))
+                continue
+            if result.reason:
+                yield beam.pvalue.TaggedOutput(pipeline.WARNING, pipeline.result(
+                    pipeline.WARNING, path=entry.relpath, reason=result.reason))
+            yield result.example
 
     def finish_bundle(self):
         self._progress.flush()
+
+    def teardown(self):
+        if self._pool:
+            self._pool.shutdown()
 
 
 def write_manifest(listing: Listing, path: str) -> None:
@@ -218,19 +247,35 @@ def write_manifest(listing: Listing, path: str) -> None:
             f.write(json.dumps(dataclasses.asdict(entry), sort_keys=True) + "\n")
 
 
-class ReadFolder(beam.PTransform):
-    """The manifest's entries, spread over workers, decoded; tagged problem outputs beside the examples."""
+FILES_PER_BATCH = 64  # Keeps a worker's decode threads busy; small enough to spread over many workers.
 
-    def __init__(self, manifest_path: str, options: images.ImageOptions, work_dir: str):
+
+def read_batches(path: str, size: int) -> Iterable[list[str]]:
+    """The manifest's lines in consecutive batches of `size`."""
+    batch = []
+    for line in pipeline.read_lines(path):
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class ReadFolder(beam.PTransform):
+    """The manifest's entries, in batches spread over workers, decoded; tagged problem outputs beside the examples."""
+
+    def __init__(self, manifest_path: str, options: images.ImageOptions, work_dir: str, threads: int = 1):
         super().__init__()
         self._manifest_path = manifest_path
         self._options = options
         self._work_dir = work_dir
+        self._threads = threads
 
     def expand(self, pbegin):
         return (pbegin
                 | "Manifest" >> beam.Create([self._manifest_path])
-                | "ReadManifest" >> beam.FlatMap(pipeline.read_lines)
+                | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
                 | "Spread" >> beam.Reshuffle()
-                | "Decode" >> beam.ParDo(ProcessFile(self._options, self._work_dir)).with_outputs(
+                | "Decode" >> beam.ParDo(ProcessFiles(self._options, self._work_dir, self._threads)).with_outputs(
                     pipeline.REJECTED, pipeline.SKIPPED, pipeline.WARNING, main="examples"))

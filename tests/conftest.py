@@ -16,11 +16,12 @@ FAST_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory")
 
 
 def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_ARGS, layout="auto", class_names=None,
-                 split="train:80,validation:10,test:10", image_options=images.ImageOptions(image_size=64), **common):
-    """A data_prep folder build with test-friendly defaults (small images, in-process runner)."""
+                 split="train:80,validation:10,test:10", image_options=images.ImageOptions(image_size=64), threads=1,
+                 **common):
+    """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread)."""
     return driver.build_folder_dataset(
         dataset, str(input_dir), driver.CommonOptions(output_dir=str(output_dir), beam_args=beam_args, **common),
-        layout=layout, class_names=class_names, split=split, image_options=image_options)
+        layout=layout, class_names=class_names, split=split, image_options=image_options, threads=threads)
 
 
 def free_ports(count):

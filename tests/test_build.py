@@ -16,7 +16,7 @@ from absl import flags
 from conftest import FAST_BEAM_ARGS, build_folder
 from PIL import Image
 
-from data_prep import build, driver, images, output, pipeline, schema
+from data_prep import build, driver, folders, images, output, pipeline, schema
 
 
 def read_split(dataset_dir, split):
@@ -99,17 +99,19 @@ def test_statistics_match_numpy_on_the_train_split(tmp_path, sample_folder):
 
 
 @pytest.mark.slow
-def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder):
-    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder, monkeypatch):
+    serial, threaded, parallel = tmp_path / "serial", tmp_path / "threaded", tmp_path / "parallel"
     build_folder(sample_folder.parent, serial, num_shards=3)
-    build_folder(sample_folder.parent, parallel, num_shards=3,
+    monkeypatch.setattr(folders, "FILES_PER_BATCH", 5)  # Many batches, each decoded on 3 threads.
+    build_folder(sample_folder.parent, threaded, num_shards=3, threads=3)
+    build_folder(sample_folder.parent, parallel, num_shards=3, threads=0,
                  beam_args=["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
                             "--direct_num_workers=2"])
     names = sorted(os.listdir(serial))
-    assert names == sorted(os.listdir(parallel))
+    assert names == sorted(os.listdir(threaded)) == sorted(os.listdir(parallel))
     assert sum(n.startswith("catsdogs-train.tfrecord-") for n in names) == 3
     for name in names:
-        assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
+        assert (serial / name).read_bytes() == (threaded / name).read_bytes() == (parallel / name).read_bytes(), name
 
 
 def test_records_are_ordered_by_key_hash_within_shards(sample_dataset):

@@ -37,11 +37,25 @@ def test_dataflow_temp_location_must_be_gcs():
                                  for a in DATAFLOW])
 
 
-def test_local_default_is_fnapi_multiprocessing_on_all_cores():
-    options = driver.pipeline_options([]).get_all_options()
-    assert options["runner"] == "FnApiRunner"
-    assert options["direct_running_mode"] == "multi_processing"
-    assert options["direct_num_workers"] == os.cpu_count()
+def test_local_default_is_one_process_decoding_on_every_core():
+    options = driver.pipeline_options([])
+    assert options.get_all_options()["runner"] == "FnApiRunner"
+    assert options.get_all_options()["direct_running_mode"] == "in_memory"
+    assert driver.decode_threads(options) == os.cpu_count()
+    assert driver.decode_threads(options, requested=3) == 3
+
+
+@pytest.mark.parametrize("args", [["--direct_running_mode=multi_processing"],
+                                  ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]])
+def test_worker_processes_use_every_core_with_one_decode_thread_each(args):
+    options = driver.pipeline_options(args)
+    assert options.get_all_options()["direct_running_mode"] == "multi_processing"
+    assert options.get_all_options()["direct_num_workers"] == os.cpu_count()
+    assert driver.decode_threads(options) == 1
+
+
+def test_other_runners_get_one_decode_thread():
+    assert driver.decode_threads(driver.pipeline_options(DATAFLOW)) == 1
 
 
 @pytest.mark.slow
