@@ -12,6 +12,7 @@ Every file found ends up in the manifest: with a label, or with the reason it is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -173,13 +174,18 @@ class FileResult:
     reason: str | None = None  # The problem's reason, or the example's warning.
 
 
+@functools.cache
+def _filesystem(protocol: str) -> fsspec.AbstractFileSystem:
+    """One per protocol and process: `fsspec.open` resolves it again for every file (~0.15 ms)."""
+    return fsspec.filesystem(protocol)
+
+
 def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     """Reads, decodes and encodes one file; free of Beam calls, so several files can be read at once."""
     if entry.skip:
         return FileResult(problem=pipeline.SKIPPED, reason=entry.skip)
     try:
-        with fsspec.open(entry.path, "rb") as f:
-            data = f.read()
+        data = _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)
         decoded = images.decode(data, options)
         encoded = images.encode(decoded.image, options)
     except images.RejectedImage as e:

@@ -50,7 +50,7 @@ def raw_on_gcs(gcs, sample_folder):
 @pytest.mark.slow
 def test_build_from_gs_to_gs_equals_local_build(gcs, raw_on_gcs, sample_folder, tmp_path):
     local_report = build_folder(sample_folder.parent, tmp_path / "local", num_shards=2)
-    gs_report = build_folder(raw_on_gcs, f"gs://{BUCKET}/datasets/catsdogs", num_shards=2)
+    gs_report = build_folder(raw_on_gcs, f"gs://{BUCKET}/datasets/catsdogs", num_shards=2, threads=3)
     assert gs_report == local_report
 
     names = sorted(os.listdir(tmp_path / "local"))
