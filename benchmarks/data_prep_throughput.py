@@ -95,48 +95,54 @@ def _labelled_files(input_dir: str) -> list[tuple[str, str, int]]:
             for path in _image_files(input_dir) for relpath in [os.path.relpath(path, input_dir)]]
 
 
-def naive_tf_loop(input_dir: str, output_dir: str) -> dict[str, Any]:
-    """The notebook way: TensorFlow image ops in a plain loop writing one TFRecord file."""
+def _write_loop(input_dir: str, output_dir: str, to_record: Callable[[str, str, int], bytes]) -> dict[str, Any]:
+    """A plain loop writing one TFRecord file, timed: to_record(path, relpath, label) does the per-file work."""
     import tensorflow as tf
 
-    from data_prep import images, schema
-
-    size = images.ImageOptions().image_size
     files = _labelled_files(input_dir)
     os.makedirs(output_dir, exist_ok=True)
     cpu_start, start = time.process_time(), time.perf_counter()
     with tf.io.TFRecordWriter(os.path.join(output_dir, "train.tfrecord")) as writer:
         for path, relpath, label in files:
-            data = tf.io.read_file(path)
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            height, width = image.shape[:2]
-            scale = size / min(height, width)
-            resized = tf.image.resize(image, (round(height * scale), round(width * scale)), antialias=True)
-            encoded = tf.io.encode_jpeg(tf.cast(tf.round(resized), tf.uint8), quality=90)
-            writer.write(schema.serialize_example(image=encoded.numpy(), filename=relpath, key=relpath, label=label))
+            writer.write(to_record(path, relpath, label))
     return {"images": len(files), "seconds": time.perf_counter() - start, "cpu_start": cpu_start}
+
+
+def naive_tf_loop(input_dir: str, output_dir: str) -> dict[str, Any]:
+    """The notebook way: TensorFlow image ops in a plain loop."""
+    import tensorflow as tf
+
+    from data_prep import images, schema
+
+    size = images.ImageOptions().image_size
+
+    def to_record(path: str, relpath: str, label: int) -> bytes:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        height, width = image.shape[:2]
+        scale = size / min(height, width)
+        resized = tf.image.resize(image, (round(height * scale), round(width * scale)), antialias=True)
+        encoded = tf.io.encode_jpeg(tf.cast(tf.round(resized), tf.uint8), quality=90)
+        return schema.serialize_example(image=encoded.numpy(), filename=relpath, key=relpath, label=label)
+
+    return _write_loop(input_dir, output_dir, to_record)
 
 
 def naive_codec_loop(input_dir: str, output_dir: str) -> dict[str, Any]:
     """The notebook loop with the job's codec and keys: what is left of (b)/(a') is the pipeline."""
     import hashlib
 
-    import tensorflow as tf
-
     from data_prep import images, schema
 
     options = images.ImageOptions()
-    files = _labelled_files(input_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    cpu_start, start = time.process_time(), time.perf_counter()
-    with tf.io.TFRecordWriter(os.path.join(output_dir, "train.tfrecord")) as writer:
-        for path, relpath, label in files:
-            with open(path, "rb") as f:
-                data = f.read()
-            encoded = images.encode(images.decode(data, options).image, options)
-            writer.write(schema.serialize_example(image=encoded, filename=relpath, key=hashlib.sha256(data).hexdigest(),
-                                                  label=label))
-    return {"images": len(files), "seconds": time.perf_counter() - start, "cpu_start": cpu_start}
+
+    def to_record(path: str, relpath: str, label: int) -> bytes:
+        with open(path, "rb") as f:
+            data = f.read()
+        encoded = images.encode(images.decode(data, options).image, options)
+        return schema.serialize_example(image=encoded, filename=relpath, key=hashlib.sha256(data).hexdigest(),
+                                        label=label)
+
+    return _write_loop(input_dir, output_dir, to_record)
 
 
 def _encode_all(blobs: Sequence[bytes]) -> float:
