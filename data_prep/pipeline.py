@@ -54,7 +54,7 @@ class ExampleInfo:
     split: str | None  # Fixed by the source, or None for hash-assigned.
     dedupe_key: str  # Equal for examples whose stored images are identical.
     num_pixels: int
-    moments: np.ndarray  # stats.channel_moments of the stored pixels.
+    moments: stats.Moments  # Of the stored pixels.
     source_key: str | None = None  # Set on offline-augmented copies: the key they were made from.
 
 
@@ -397,10 +397,11 @@ class WriteDataset(beam.PTransform):
                   | "ShardKey" >> beam.Map(_shard_key, beam.pvalue.AsDict(counts))
                   | "GroupShards" >> beam.GroupByKey()
                   | "WriteShards" >> beam.ParDo(WriteShard(o.output_dir, o.name)))
+        # Per key rather than global: no default-value stage for an empty split, which simply has no statistics.
         statistics = (train
-                      | "Moments" >> beam.Map(lambda p: (p.info.num_pixels, p.info.moments))
-                      | "CombineStats" >> beam.CombineGlobally(stats.ChannelStatsFn())
-                      | "StatsResult" >> beam.Map(lambda s: result(STATISTICS, split=o.train_split, values=s)))
+                      | "Moments" >> beam.Map(lambda p: (p.info.split, (p.info.num_pixels, p.info.moments)))
+                      | "CombineStats" >> beam.CombinePerKey(stats.ChannelStatsFn())
+                      | "StatsResult" >> beam.MapTuple(lambda split, s: result(STATISTICS, split=split, values=s)))
         return ((shards, deduped[DUPLICATE], statistics, *self._problems)
                 | "AllResults" >> beam.Flatten()
                 | "WriteResults" >> beam.ParDo(WriteResults(o.work_dir)))

@@ -13,18 +13,21 @@ from data_prep import images
 
 # Rows of the per-channel accumulator.
 _SUM, _SUM_SQUARES, _MIN, _MAX = range(4)
+# Moments travel in every pointer through the shuffles: a tuple of floats codes ~3x faster than an ndarray.
+Moments = tuple[tuple[float, ...], ...]
+_POWERS = np.stack([np.arange(256, dtype=np.float64), np.square(np.arange(256, dtype=np.float64))], axis=1)
 
 
-def channel_moments(pixels: Image.Image | np.ndarray) -> np.ndarray:
-    """A (4, C) float64 accumulator of one uint8 image (PIL, or HxWxC): sum, sum of squares, min, max.
+def channel_moments(pixels: Image.Image | np.ndarray) -> Moments:
+    """Sum, sum of squares, min and max per channel (4 rows of C) of one uint8 image (PIL, or HxWxC).
 
     Exact, from PIL's per-channel histogram: numpy reductions over (H*W, C) took ~20 ms an image.
     """
     image = images.as_image(pixels)
     counts = np.asarray(image.histogram(), dtype=np.float64).reshape(len(image.getbands()), 256)
-    values = np.arange(256, dtype=np.float64)
     present = counts > 0
-    return np.stack([counts @ values, counts @ np.square(values), present.argmax(1), 255 - present[:, ::-1].argmax(1)])
+    rows = np.concatenate([(counts @ _POWERS).T, [present.argmax(1), 255 - present[:, ::-1].argmax(1)]])
+    return tuple(map(tuple, rows.tolist()))
 
 
 class ChannelStatsFn(beam.CombineFn):
@@ -43,7 +46,7 @@ class ChannelStatsFn(beam.CombineFn):
                 continue
             count += n
             if total is None:
-                total = moments.copy()
+                total = np.array(moments, dtype=np.float64)
             else:
                 total[_SUM] += moments[_SUM]
                 total[_SUM_SQUARES] += moments[_SUM_SQUARES]
@@ -55,7 +58,7 @@ class ChannelStatsFn(beam.CombineFn):
         return summarize(*accumulator)
 
 
-def summarize(num_pixels: int, moments: np.ndarray | None) -> dict | None:
+def summarize(num_pixels: int, moments: np.ndarray | Moments | None) -> dict | None:
     """The metadata form: per-channel mean, std (population), min, max on the stored 0..255 scale."""
     if moments is None or num_pixels == 0:
         return None
