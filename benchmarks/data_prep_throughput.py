@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -349,6 +350,16 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
                   f"{small.detail[f'{key}_maxrss'] / mib:.0f} MiB")
 
 
+def print_same_round_ratios(rounds: Sequence[dict[str, Run]], cores: int) -> None:
+    """The limit ratio within each round: runs minutes apart share the VM's speed of that moment, which the
+    fastest-of-rounds table does not guarantee (a short (c) catches a fast minute more easily than a long 4N job)."""
+    for key in (DEFAULT_MODE, "large"):
+        if key in rounds[0]:
+            ratios = [r[key].rate / (cores * r["c"].rate) for r in rounds]
+            print(f"(b) {rounds[0][key].images} / ({cores} x (c)), same round: "
+                  f"{' '.join(f'{v:.2f}' for v in ratios)} (median {statistics.median(ratios):.2f})")
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     if _MODES.value[0] != DEFAULT_MODE:
@@ -384,6 +395,7 @@ def main(argv: Sequence[str]) -> None:
         large = runs.get("large")
         jobs = [runs[DEFAULT_MODE], *([large] if large else [])]
         print_report(runs, jobs, runs[DEFAULT_MODE], large, cores, load_before)
+        print_same_round_ratios(rounds, cores)
     finally:
         if _KEEP.value:
             shutil.rmtree(os.path.join(work, "out"), ignore_errors=True)
