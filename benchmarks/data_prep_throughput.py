@@ -8,9 +8,9 @@ On the same generated photo-like JPEGs (300-500 px, `data_prep.sample_data`), sh
        `tf.image.resize`, `tf.io.encode_jpeg`, `tf.io.TFRecordWriter`;
   (a') the same loop with the job's own codec (`images.decode` + `images.encode`): a stricter
        baseline, since the ratio then measures only the pipeline around the codec;
-  (b)  the Beam job (`driver.build_folder_dataset`) with its defaults (one process, the FnApiRunner
-       in_memory, a decode thread per core) and, for the record, multi_processing and multi_threading
-       with a worker per core; the default again on rss_scale*N images;
+  (b)  the Beam job (`driver.build_folder_dataset`) with its defaults (the FnApiRunner with a process
+       per 2 cores, each decoding on 2 threads: on 2 cores, in_memory) and, for the record,
+       multi_processing and multi_threading with a worker per core; the default again on rss_scale*N images;
   (c)  the job's decode+resize+encode of bytes already in memory on one core: the per-core limit;
   (d)  the same on every core (one process per core, no I/O, no Beam): what this machine's cores
        give in parallel, i.e. the ceiling for (b).
@@ -44,13 +44,13 @@ from absl import app, flags
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "N: images of the throughput runs (half per class).")
 _RSS_SCALE = flags.DEFINE_integer("rss_scale", 4, "The default job also runs on rss_scale*N images; 0 skips it.")
-_MODES = flags.DEFINE_list("modes", ["in_memory", "multi_processing", "multi_threading"],
-                           "Beam local modes to time on N images; the first must be the job's default.")
+_MODES = flags.DEFINE_list("modes", ["multi_processing", "multi_threading"],
+                           "Beam local modes also timed on N images, with a worker per core.")
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where to generate images and build (default: a temp dir).")
 _KEEP = flags.DEFINE_bool("keep", False, "Keep --work_dir's images for the next run (reused when present).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Times each run is repeated (interleaved); the fastest is kept.")
 
-DEFAULT_MODE = "in_memory"  # What `driver.pipeline_options` picks with no Beam args (plus a decode thread per core).
+DEFAULT = "default"  # The run with no Beam args: what `driver.pipeline_options` picks.
 SAMPLE_INTERVAL_S = 0.05
 # Targets of issue 2.
 TARGET_VS_NAIVE = 1.5  # (b) >= 1.5 x (a); also shown against (a')
@@ -187,7 +187,7 @@ def codec_all_cores(input_dir: str, cores: int) -> dict[str, Any]:
 
 
 def _beam_args(mode: str) -> tuple[str, ...]:
-    if mode == DEFAULT_MODE:
+    if mode == DEFAULT:
         return ()
     return "--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={os.cpu_count() or 1}"
 
@@ -323,10 +323,10 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
     naive, strict, limit, ceiling = runs["a"], runs["a'"], runs["c"], runs["d"]
     strict_column = "vs (a')"
     print()
-    print(f"{'run':<44}{'images':>7}{'seconds':>9}{'images/s':>10}{'vs (a)':>8}{strict_column:>9}{'CPU ms/img':>12}"
+    print(f"{'run':<50}{'images':>7}{'seconds':>9}{'images/s':>10}{'vs (a)':>8}{strict_column:>9}{'CPU ms/img':>12}"
           f"{'peak RSS MiB':>14}{'other cores':>13}")
     for run in runs.values():
-        print(f"{run.name:<44}{run.images:>7}{run.seconds:>9.1f}{run.rate:>10.1f}{run.rate / naive.rate:>8.2f}"
+        print(f"{run.name:<50}{run.images:>7}{run.seconds:>9.1f}{run.rate:>10.1f}{run.rate / naive.rate:>8.2f}"
               f"{run.rate / strict.rate:>9.2f}{1000 * run.cpu_seconds / run.images:>12.1f}"
               f"{run.peak_rss / mib:>14.0f}{run.other_cores:>13.2f}")
     print()
@@ -353,17 +353,25 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
 def print_same_round_ratios(rounds: Sequence[dict[str, Run]], cores: int) -> None:
     """The limit ratio within each round: runs minutes apart share the VM's speed of that moment, which the
     fastest-of-rounds table does not guarantee (a short (c) catches a fast minute more easily than a long 4N job)."""
-    for key in (DEFAULT_MODE, "large"):
+    for key in (DEFAULT, "large"):
         if key in rounds[0]:
             ratios = [r[key].rate / (cores * r["c"].rate) for r in rounds]
             print(f"(b) {rounds[0][key].images} / ({cores} x (c)), same round: "
                   f"{' '.join(f'{v:.2f}' for v in ratios)} (median {statistics.median(ratios):.2f})")
 
 
+def default_layout() -> str:
+    """The processes and threads the job picks on this machine with no Beam flags."""
+    from data_prep import driver
+
+    options = driver.pipeline_options([])
+    known = options.get_all_options()
+    processes = 1 if known["direct_running_mode"] == "in_memory" else known["direct_num_workers"]
+    return f"{known['direct_running_mode']}, {processes} x {driver.decode_threads(options)} threads"
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
-    if _MODES.value[0] != DEFAULT_MODE:
-        raise app.UsageError(f"--modes must start with {DEFAULT_MODE}, the job's default")
     n, scale = _NUM_IMAGES.value, _RSS_SCALE.value
     if n < 2 or n % 2:
         raise app.UsageError(f"--num_images={n}: must be an even number >= 2 (half per class)")
@@ -374,10 +382,9 @@ def main(argv: Sequence[str]) -> None:
     plan = {
         "a": ("(a) naive loop, tf.image ops", naive_tf_loop, (inputs[n], out)),
         "a'": ("(a') naive loop, the job's codec", naive_codec_loop, (inputs[n], out)),
-        **{mode: (f"(b) Beam job, {mode}, " + (f"{cores} threads (default)" if mode == DEFAULT_MODE else
-                                                 f"{cores} workers"), beam_job, (inputs[n], out, mode))
-           for mode in _MODES.value},
-        **({"large": (f"(b) Beam job, default, {scale}N", beam_job, (inputs[scale * n], out, DEFAULT_MODE))}
+        DEFAULT: (f"(b) Beam job, default: {default_layout()}", beam_job, (inputs[n], out, DEFAULT)),
+        **{mode: (f"(b) Beam job, {mode}, {cores} workers", beam_job, (inputs[n], out, mode)) for mode in _MODES.value},
+        **({"large": (f"(b) Beam job, default, {scale}N", beam_job, (inputs[scale * n], out, DEFAULT))}
            if scale else {}),
         "c": ("(c) codec only, 1 core, in memory", codec_limit, (inputs[n],)),
         "d": (f"(d) codec only, {cores} processes, in memory", codec_all_cores, (inputs[n], cores)),
@@ -393,8 +400,8 @@ def main(argv: Sequence[str]) -> None:
                   for _ in range(_REPEATS.value)]
         runs = {key: fastest([r[key] for r in rounds]) for key in plan}
         large = runs.get("large")
-        jobs = [runs[DEFAULT_MODE], *([large] if large else [])]
-        print_report(runs, jobs, runs[DEFAULT_MODE], large, cores, load_before)
+        jobs = [runs[DEFAULT], *([large] if large else [])]
+        print_report(runs, jobs, runs[DEFAULT], large, cores, load_before)
         print_same_round_ratios(rounds, cores)
     finally:
         if _KEEP.value:

@@ -4,9 +4,9 @@ r"""Builds a TFDS-compatible TFRecord dataset from raw images or a Keras dataset
   python -m data_prep.build --dataset=imagefolder --input_dir=flowers --output_dir=/data/flowers
 
 Flags this module does not define are Beam pipeline options (`--runner`,
-`--direct_running_mode`, `--project` ...). With no `--runner`, the job runs locally in
-this process on the FnApiRunner, decoding on a thread per core (the benchmarked fastest
-setting); Beam's default DirectRunner would first try to download a Prism binary.
+`--direct_running_mode`, `--project` ...). With no `--runner`, the job runs locally on the
+FnApiRunner on every core: a process per 2 cores (this one process on a 2-core machine), each
+decoding on 2 threads. Beam's default DirectRunner would first try to download a Prism binary.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ _IMAGE_FORMAT = flags.DEFINE_enum("image_format", "jpeg", images.IMAGE_FORMATS, 
 _JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored images.")
 _MAX_PIXELS = flags.DEFINE_integer("max_pixels", 50_000_000, "Reject images with more pixels (read from the header).")
 _DECODE_THREADS = flags.DEFINE_integer(
-    "decode_threads", 0, "Files each Beam worker decodes at once; 0: one per core when the job runs in one local "
-    "process (the default runner), else 1.")
+    "decode_threads", 0, "Files each Beam worker decodes at once; 0: this machine's cores shared among the local "
+    "worker processes, 1 on Dataflow, Flink or Spark.")
 # Keras datasets.
 _INPUT = flags.DEFINE_string("input", None, "Keras datasets: a local copy (mnist.npz, the Fashion-MNIST folder, "
                              "cifar-*-python.tar.gz or its folder); default: Keras's cache, downloading if online.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import posixpath
 import threading
@@ -43,13 +44,17 @@ class CommonOptions:
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner")
+# Busy decode threads one process runs well: its decode path holds the GIL ~30% of the time (Pillow's JPEG encoder,
+# statistics, Beam's per-element work), so more threads would queue for it. Bigger machines get a worker per 2 cores.
+THREADS_PER_PROCESS = 2
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     """Beam options from the leftover flags; local defaults are the fast ones. Unknown flags are errors.
 
-    With no flags the job runs in this one process (FnApiRunner, in_memory) and decodes on a thread per core
-    (`decode_threads`): no worker start-up, no data plane between processes. BUILD_NOTES.md has the measurements.
+    With no flags the job runs on Beam's FnApiRunner: in this one process (in_memory) on up to THREADS_PER_PROCESS
+    cores, else a `multi_processing` worker per THREADS_PER_PROCESS cores; each process decodes on `decode_threads`.
+    In-process there is no worker start-up and no data plane between processes. BUILD_NOTES.md has the measurements.
     """
     args = list(beam_args)
 
@@ -67,23 +72,29 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         check_dataflow_options(known)
     if known["runner"] in LOCAL_RUNNERS:
         direct = options.view_as(DirectOptions)
+        cores = os.cpu_count() or 1
         if not given("direct_running_mode"):
-            direct.direct_running_mode = "in_memory"
+            direct.direct_running_mode = "in_memory" if cores <= THREADS_PER_PROCESS else "multi_processing"
         if direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
-            direct.direct_num_workers = os.cpu_count() or 1
+            # A mode asked for by name gets a worker per core; the default gets a worker per THREADS_PER_PROCESS.
+            per_worker = 1 if given("direct_running_mode") else THREADS_PER_PROCESS
+            direct.direct_num_workers = math.ceil(cores / per_worker)
     return options
 
 
 def decode_threads(options: PipelineOptions, requested: int = 0) -> int:
-    """Files each worker decodes at once: `requested`, or every core when the whole job runs in this process.
+    """Files each worker decodes at once: `requested`, or the local cores shared out among the local workers.
 
     Other runners already run a worker per core (Dataflow: one SDK process per vCPU), so they get one thread.
     """
     if requested > 0:
         return requested
     known = options.get_all_options()
-    in_process = known["runner"] in LOCAL_RUNNERS and known["direct_running_mode"] == "in_memory"
-    return (os.cpu_count() or 1) if in_process else 1
+    if known["runner"] not in LOCAL_RUNNERS:
+        return 1
+    cores = os.cpu_count() or 1
+    workers = 1 if known["direct_running_mode"] == "in_memory" else known["direct_num_workers"] or cores
+    return math.ceil(cores / workers)
 
 
 def check_dataflow_options(options: dict[str, Any]) -> None:

@@ -207,8 +207,8 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
 class ProcessFiles(beam.DoFn):
     """A batch of manifest lines in; Examples, and rejected/skipped/warning result lines, out. Never raises on bad files.
 
-    The files of a batch are read on `threads` threads: Pillow releases the GIL while it decodes, resizes and
-    encodes, so one worker process keeps several cores busy (the local in-process runner has only one).
+    The files of a batch are read on `threads` threads: Pillow releases the GIL while it decodes and resizes,
+    so one worker process keeps a few cores busy (the local in-process runner has only one process).
     """
 
     def __init__(self, options: images.ImageOptions, work_dir: str, threads: int = 1):

@@ -37,21 +37,35 @@ def test_dataflow_temp_location_must_be_gcs():
                                  for a in DATAFLOW])
 
 
-def test_local_default_is_one_process_decoding_on_every_core():
+@pytest.mark.parametrize("cores, mode, workers, threads", [(1, "in_memory", 1, 1), (2, "in_memory", 1, 2),
+                                                           (3, "multi_processing", 2, 2),
+                                                           (16, "multi_processing", 8, 2)])
+def test_local_default_is_a_process_per_two_cores_each_decoding_on_two_threads(monkeypatch, cores, mode, workers,
+                                                                               threads):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
     options = driver.pipeline_options([])
-    assert options.get_all_options()["runner"] == "FnApiRunner"
-    assert options.get_all_options()["direct_running_mode"] == "in_memory"
-    assert driver.decode_threads(options) == os.cpu_count()
+    known = options.get_all_options()
+    assert (known["runner"], known["direct_running_mode"], known["direct_num_workers"]) == ("FnApiRunner", mode, workers)
+    assert driver.decode_threads(options) == threads
     assert driver.decode_threads(options, requested=3) == 3
 
 
 @pytest.mark.parametrize("args", [["--direct_running_mode=multi_processing"],
-                                  ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]])
-def test_worker_processes_use_every_core_with_one_decode_thread_each(args):
+                                  ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"],
+                                  ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]])
+def test_worker_processes_asked_for_by_name_use_every_core_with_one_decode_thread_each(monkeypatch, args):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     options = driver.pipeline_options(args)
     assert options.get_all_options()["direct_running_mode"] == "multi_processing"
-    assert options.get_all_options()["direct_num_workers"] == os.cpu_count()
+    assert options.get_all_options()["direct_num_workers"] in (4, 0)  # 0: Beam's own "a worker per core".
     assert driver.decode_threads(options) == 1
+
+
+def test_explicit_worker_count_shares_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    options = driver.pipeline_options(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert driver.decode_threads(options) == 4
+    assert driver.decode_threads(driver.pipeline_options(["--direct_running_mode=in_memory"])) == 8
 
 
 def test_other_runners_get_one_decode_thread():
