@@ -74,11 +74,12 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         direct = options.view_as(DirectOptions)
         cores = os.cpu_count() or 1
         if not given("direct_running_mode"):
-            direct.direct_running_mode = "in_memory" if cores <= THREADS_PER_PROCESS else "multi_processing"
-        if direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
-            # A mode asked for by name gets a worker per core; the default gets a worker per THREADS_PER_PROCESS.
-            per_worker = 1 if given("direct_running_mode") else THREADS_PER_PROCESS
-            direct.direct_num_workers = math.ceil(cores / per_worker)
+            given_workers = given("direct_num_workers")
+            workers = direct.direct_num_workers if given_workers else math.ceil(cores / THREADS_PER_PROCESS)
+            direct.direct_running_mode = "in_memory" if workers == 1 else "multi_processing"
+            direct.direct_num_workers = workers
+        elif direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
+            direct.direct_num_workers = cores  # A mode asked for by name: a worker per core.
     return options
 
 

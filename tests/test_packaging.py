@@ -66,6 +66,10 @@ def test_explicit_worker_count_shares_the_cores(monkeypatch):
     options = driver.pipeline_options(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert driver.decode_threads(options) == 4
     assert driver.decode_threads(driver.pipeline_options(["--direct_running_mode=in_memory"])) == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    options = driver.pipeline_options(["--direct_num_workers=2"])  # Workers without a mode: worker processes.
+    assert options.get_all_options()["direct_running_mode"] == "multi_processing"
+    assert driver.decode_threads(options) == 1
 
 
 def test_other_runners_get_one_decode_thread():
