@@ -365,9 +365,8 @@ def default_layout() -> str:
     from data_prep import driver
 
     options = driver.pipeline_options([])
-    known = options.get_all_options()
-    processes = 1 if known["direct_running_mode"] == "in_memory" else known["direct_num_workers"]
-    return f"{known['direct_running_mode']}, {processes} x {driver.decode_threads(options)} threads"
+    return (f"{options.get_all_options()['direct_running_mode']}, "
+            f"{driver.local_workers(options)} x {driver.decode_threads(options)} threads")
 
 
 def main(argv: Sequence[str]) -> None:

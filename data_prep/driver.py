@@ -74,13 +74,20 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         direct = options.view_as(DirectOptions)
         cores = os.cpu_count() or 1
         if not given("direct_running_mode"):
-            given_workers = given("direct_num_workers")
-            workers = direct.direct_num_workers if given_workers else math.ceil(cores / THREADS_PER_PROCESS)
-            direct.direct_running_mode = "in_memory" if workers == 1 else "multi_processing"
-            direct.direct_num_workers = workers
+            if not given("direct_num_workers"):
+                direct.direct_num_workers = math.ceil(cores / THREADS_PER_PROCESS)
+            direct.direct_running_mode = "in_memory" if direct.direct_num_workers == 1 else "multi_processing"
         elif direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
             direct.direct_num_workers = cores  # A mode asked for by name: a worker per core.
     return options
+
+
+def local_workers(options: PipelineOptions) -> int:
+    """The workers (processes, or threads in multi_threading) a local runner starts with these options."""
+    known = options.get_all_options()
+    if known["direct_running_mode"] == "in_memory":
+        return 1
+    return known["direct_num_workers"] or os.cpu_count() or 1  # 0 is Beam's "a worker per core".
 
 
 def decode_threads(options: PipelineOptions, requested: int = 0) -> int:
@@ -90,12 +97,9 @@ def decode_threads(options: PipelineOptions, requested: int = 0) -> int:
     """
     if requested > 0:
         return requested
-    known = options.get_all_options()
-    if known["runner"] not in LOCAL_RUNNERS:
+    if options.get_all_options()["runner"] not in LOCAL_RUNNERS:
         return 1
-    cores = os.cpu_count() or 1
-    workers = 1 if known["direct_running_mode"] == "in_memory" else known["direct_num_workers"] or cores
-    return math.ceil(cores / workers)
+    return math.ceil((os.cpu_count() or 1) / local_workers(options))
 
 
 def check_dataflow_options(options: dict[str, Any]) -> None:
