@@ -219,6 +219,8 @@ class ProcessFiles(beam.DoFn):
     def setup(self):
         self._progress = pipeline.Progress(self._work_dir)
         self._pool = futures.ThreadPoolExecutor(self._threads) if self._threads > 1 else None
+        self._counters = {kind: beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, kind)
+                          for kind in ("files_seen", pipeline.REJECTED, pipeline.SKIPPED)}
 
     def process(self, lines: list[str]):
         entries = [ManifestEntry(**json.loads(line)) for line in lines]
@@ -228,9 +230,9 @@ class ProcessFiles(beam.DoFn):
             results = (read_file(entry, self._options) for entry in entries)
         for entry, result in zip(entries, results):
             self._progress.add()
-            beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, "files_seen").inc()
+            self._counters["files_seen"].inc()
             if result.problem:
-                beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, result.problem).inc()
+                self._counters[result.problem].inc()
                 yield beam.pvalue.TaggedOutput(result.problem, pipeline.result(
                     result.problem, path=entry.relpath, reason=result.reason))
                 continue

@@ -46,6 +46,7 @@ class ReadChunk(beam.DoFn):
 
     def setup(self):
         self._progress = pipeline.Progress(self._work_dir)
+        self._files_seen = beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, "files_seen")
 
     def process(self, chunk: keras_sources.Chunk) -> Iterable[pipeline.Example]:
         dataset = self._source.dataset
@@ -53,7 +54,7 @@ class ReadChunk(beam.DoFn):
             key = example_key(dataset, chunk.split, index)
             split = "validation" if chunk.split == "train" and index in self._validation else chunk.split
             filename = f"{chunk.split}/{index:05d}"
-            beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, "files_seen").inc()
+            self._files_seen.inc()
             self._progress.add()
             yield pipeline.Example(
                 # Official examples are never merged as duplicates: their key is their dedupe key.

@@ -176,13 +176,14 @@ class SpillRecords(beam.DoFn):
     def start_bundle(self):
         self._file = None
         self._path = None
+        self._offset = 0  # Counted, not asked: tell() on a buffered file is a system call per record.
 
     def process(self, example: Example) -> Iterable[Pointer]:
         if self._file is None:
             self._path = posixpath.join(self._spill_dir, f"{uuid.uuid4().hex}.bin")
             self._file = fsspec.open(self._path, "wb", auto_mkdir=True).open()
-        offset = self._file.tell()
         self._file.write(example.record)
+        offset, self._offset = self._offset, self._offset + len(example.record)
         yield Pointer(example.info, spill_path=self._path, offset=offset, length=len(example.record))
 
     def finish_bundle(self):
