@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -14,6 +15,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, output, pipeline
@@ -192,6 +194,7 @@ def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
             progress.stop()
         results = output.read_results(work_dir)
         report = output.build_report(results, files_seen=source.total)
+        check_counters(p.result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
         output.complete_empty_shards(results, target.temp_url, name)
         features = schema.tfds_features(source.class_names, source.image_options.image_format,
@@ -276,6 +279,32 @@ def build_keras_dataset(dataset: str, common: CommonOptions, *, input_path: str 
         coarse_class_names=source.coarse_class_names,
         metadata={"kind": dataset, **source.to_metadata(), "validation_size": len(validation),
                   "validation_from": "train"}), common)
+
+
+def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str, int]) -> dict[str, int]:
+    """Beam's committed counters against the report's counts; returns them ({} if the runner keeps none).
+
+    The report, built from the results the job wrote, is the authority; a counter that disagrees is logged,
+    since a runner's metrics are best-effort. A disagreement on a local run is a bug.
+    """
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(pipeline.METRICS_NAMESPACE))["counters"]
+    except NotImplementedError:
+        return {}
+    if not found:
+        return {}
+    totals = collections.Counter()
+    for counter in found:  # One entry per step that increments it.
+        totals[counter.key.metric.name] += counter.committed or 0
+    expected = {"files_seen": counts["files_seen"], "written": counts["written"] + counts["augmented_copies"],
+                "augmented": counts["augmented_copies"],
+                **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped")}}
+    got = {name: totals[name] for name in expected}
+    if got == expected:
+        logging.info("Beam counters agree with the report: %s", ", ".join(f"{k}={v}" for k, v in got.items()))
+    else:
+        logging.warning("Beam counters %s differ from the report's counts %s", got, expected)
+    return got
 
 
 def log_summary(output_dir: str, report: dict[str, Any]) -> None:

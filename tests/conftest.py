@@ -24,6 +24,15 @@ def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_
         layout=layout, class_names=class_names, split=split, image_options=image_options, threads=threads)
 
 
+@pytest.fixture(autouse=True)
+def beam_counters_agree_with_reports(caplog):
+    """Every in-process build cross-checks Beam's counters against its report (driver.check_counters);
+    a disagreement it logs fails the test that built."""
+    yield
+    logged = [r.getMessage() for when in ("setup", "call") for r in caplog.get_records(when)]
+    assert not [m for m in logged if m.startswith("Beam counters") and "differ" in m]
+
+
 def free_ports(count):
     """Ports free on localhost now (for TF_CONFIG workers and local servers)."""
     sockets = [socket.socket() for _ in range(count)]
