@@ -17,7 +17,7 @@ On the same generated photo-like JPEGs (300-500 px, `data_prep.sample_data`), sh
 
 Every run is a fresh spawned process; its imports are not timed, but everything the run starts
 (Beam workers and their imports) is. Each run is repeated --repeats times, interleaved, and the
-fastest is kept: other tenants of a small VM slow single runs by 10-30%.
+fastest is kept: a small VM's hypervisor takes back 15-50% of its busy vCPUs' time at moments ("steal").
 
 Peak RSS is the largest sum of RSS over the run's process and all its descendants (the Beam
 workers), sampled every 50 ms; shared library pages count once per process, so it is an upper
