@@ -5,7 +5,7 @@ object storage. Three layouts are recognised (`--layout=auto` picks one):
 
 - `class_folders`: `[wrapper/]<class>/**/<file>` (Kaggle `PetImages/Cat/1.jpg`);
 - `split_folders`: `<split>/<class>/**/<file>` (`cats_and_dogs_small/train/cats/cat.1.jpg`);
-- `flat`: `<class>.<anything>` file names in one folder (Kaggle competition `train/cat.123.jpg`).
+- `flat`: `<class>.<anything>` file names, at any depth (Kaggle competition `train/cat.123.jpg`).
 
 Every file found ends up in the manifest: with a label, or with the reason it is skipped.
 """
@@ -18,7 +18,7 @@ import itertools
 import json
 import posixpath
 from concurrent import futures
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import fsspec
@@ -111,21 +111,47 @@ class _ClassMapper:
 
 def list_input(input_dir: str, dataset: str, layout: str = "auto",
                class_names: Sequence[str] | None = None) -> Listing:
-    """Lists the input and labels every file from its layout; raises LayoutError on unusable input."""
+    """Lists the input and labels every file from its layout; raises LayoutError on unusable input.
+
+    `auto` reads the folders first; if that labels nothing and the classes are known (catsdogs, or
+    `class_names`), it falls back to `flat` names at any depth: the Kaggle competition's
+    `dogs-vs-cats/train/cat.0.jpg` beside the unlabelled `test1/`.
+    """
     if layout not in LAYOUTS:
         raise LayoutError(f"--layout={layout}: choose one of {LAYOUTS}")
     fs, root, relpaths = _list_files(input_dir)
     prefix = _unwrap(relpaths)
     inner = {p: p[len(prefix):] for p in relpaths}
-    if layout == "auto":
-        layout = _detect([inner[p] for p in relpaths if p.startswith(prefix)])
+    parts = {p: inner[p].split("/") if p.startswith(prefix) else None for p in relpaths}
 
     def full(relpath: str) -> str:
         return fs.unstrip_protocol(posixpath.join(root, relpath)) if "://" in input_dir else posixpath.join(root, relpath)
 
-    parts = {p: inner[p].split("/") if p.startswith(prefix) else None for p in relpaths}
+    def labelled(layout: str) -> Listing:
+        return _label(layout, dataset, class_names, relpaths, parts, prefix, full)
+
+    if layout != "auto":
+        listing = labelled(layout)
+    else:
+        listing = labelled(_detect([inner[p] for p in relpaths if p.startswith(prefix)]))
+        if listing.layout != "flat" and _unusable(listing) and (dataset == "catsdogs" or class_names):
+            flat = labelled("flat")
+            listing = listing if _unusable(flat) else flat
+    if _unusable(listing):
+        raise LayoutError(f"--input_dir={input_dir}: no image is in a usable place for layout {listing.layout!r} "
+                          f"(classes {list(listing.class_names)}); see --layout and --class_names")
+    return listing
+
+
+def _unusable(listing: Listing) -> bool:
+    return all(e.skip for e in listing.entries)
+
+
+def _label(layout: str, dataset: str, class_names: Sequence[str] | None, relpaths: Sequence[str],
+           parts: dict[str, list[str] | None], prefix: str, full: Callable[[str], str]) -> Listing:
+    """Every file's label, fixed split or skip reason under one layout."""
     if layout == "flat":
-        names = [parts[p][-1].split(".")[0] for p in relpaths if parts[p] and len(parts[p]) == 1]
+        names = [parts[p][-1].split(".")[0] for p in relpaths if parts[p]]
     elif layout == "split_folders":
         names = [parts[p][1] for p in relpaths if parts[p] and len(parts[p]) > 2]
     else:
@@ -142,9 +168,7 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
         elif components is None:
             skip = f"skipped: outside the data folder {prefix.rstrip('/')}"
         elif layout == "flat":
-            if len(components) > 1:
-                skip = "skipped: in a sub-folder of a flat layout"
-            elif (label := mapper.label(components[0].split(".")[0])) is None:
+            if (label := mapper.label(components[-1].split(".")[0])) is None:
                 skip = f"skipped: file name has no class prefix of {list(mapper.class_names)}"
         elif layout == "split_folders":
             if len(components) < 3 or components[0].lower() not in SPLIT_FOLDER_NAMES:
@@ -159,9 +183,6 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
             skip = f"skipped: folder {components[0]!r} is not one of the classes {list(mapper.class_names)}"
         entries.append(ManifestEntry(path=full(relpath), relpath=relpath,
                                      label=None if skip else label, split=None if skip else split, skip=skip))
-    if all(e.skip for e in entries):
-        raise LayoutError(f"--input_dir={input_dir}: no image is in a usable place for layout {layout!r} "
-                          f"(classes {list(mapper.class_names)}); see --layout and --class_names")
     return Listing(layout=layout, class_names=tuple(mapper.class_names), entries=tuple(entries))
 
 

@@ -48,6 +48,22 @@ def test_flat_kaggle_layout_labels_from_prefix(tmp_path):
     assert "no class prefix" in entries["readme.txt"].skip
 
 
+def test_kaggle_competition_folder_falls_back_to_file_name_prefixes(tmp_path):
+    touch(tmp_path, "dogs-vs-cats/train/cat.0.jpg", "dogs-vs-cats/train/dog.12.jpg", "dogs-vs-cats/test1/1.jpg",
+          "dogs-vs-cats/sampleSubmission.csv")
+    for dataset, class_names in (("catsdogs", None), ("imagefolder", ["cat", "dog"])):
+        listing = folders.list_input(str(tmp_path), dataset, class_names=class_names)
+        entries = by_path(listing)
+        assert listing.layout == "flat"
+        assert entries["dogs-vs-cats/train/cat.0.jpg"].label == 0
+        assert entries["dogs-vs-cats/train/dog.12.jpg"].label == 1
+        assert "no class prefix" in entries["dogs-vs-cats/test1/1.jpg"].skip
+        assert "no class prefix" in entries["dogs-vs-cats/sampleSubmission.csv"].skip
+        assert all(e.split is None for e in listing.entries)  # train/ holds every labelled image: hash splits.
+    # Without known classes the folders are the classes, as imagefolder promises.
+    assert folders.list_input(str(tmp_path), "imagefolder").layout == "class_folders"
+
+
 def test_imagefolder_classes_sorted_or_given(tmp_path):
     touch(tmp_path, "tulips/a.jpg", "roses/b.jpg", "daisy/c.jpg")
     assert folders.list_input(str(tmp_path), "imagefolder").class_names == ("daisy", "roses", "tulips")
