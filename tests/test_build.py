@@ -193,6 +193,20 @@ def test_failure_mid_run_leaves_previous_dataset_untouched(tmp_path, sample_fold
     assert os.listdir(tmp_path) == ["out"], "no temporary directory may be left behind"
 
 
+def test_overwrite_replaces_the_whole_dataset(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_photos(raw, [f"Cat/{i}.png" for i in range(6)] + [f"Dog/{i}.png" for i in range(6)])
+    build_folder(raw, out, split="train:100", num_shards=2)
+    with pytest.raises(driver.UserError, match="--overwrite"):
+        build_folder(raw, out, split="train:100")
+    build_folder(raw, out, split="train:50,test:50", overwrite=True)
+    train, test = read_split(out, "train"), read_split(out, "test")
+    assert train and test and len(train) + len(test) == 12
+    assert sorted(n for n in os.listdir(out) if ".tfrecord-" in n) == [
+        "catsdogs-test.tfrecord-00000-of-00001", "catsdogs-train.tfrecord-00000-of-00001"]
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"], "nothing may be left beside the dataset"
+
+
 def test_failure_on_first_build_leaves_no_dataset(tmp_path, sample_folder, monkeypatch):
     monkeypatch.setattr(output, "build_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
@@ -231,9 +245,12 @@ def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypa
     assert lines, "expected progress lines"
     assert lines[-1].split(" / ")[1].startswith(f"{report['counts']['files_seen']} files")
     counts = report["counts"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"built {tmp_path / 'out'}: files_seen={counts['files_seen']}, written={counts['written']}")
+               for m in messages)
     assert (f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
             f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
-            f"skipped={counts['skipped']}") in [r.getMessage() for r in caplog.records]
+            f"skipped={counts['skipped']}") in messages
 
 
 def test_counters_that_disagree_with_the_report_are_logged(caplog):

@@ -64,11 +64,16 @@ def test_gif_uses_first_frame():
 
 
 def test_exif_orientation_is_applied():
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:16, :16] = (255, 0, 0)  # A red block at the stored top-left ...
     exif = Image.Exif()
-    exif[0x0112] = 6  # Rotate 90 degrees clockwise for display.
-    data = save(gradient(60, 40), "JPEG", exif=exif.tobytes())
-    decoded = images.decode(data, images.ImageOptions(resize_policy="none"))
-    assert decoded.pixels.shape == (60, 40, 3)
+    exif[0x0112] = 6  # ... and "rotate 90 degrees clockwise for display".
+    data = save(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes())
+    pixels = images.decode(data, images.ImageOptions(resize_policy="none")).pixels.astype(int)
+    assert pixels.shape == (60, 40, 3)
+    top_right, top_left = pixels[2:14, -14:-2].mean((0, 1)), pixels[2:14, 2:14].mean((0, 1))
+    assert top_right[0] > 200 and top_right[1:].max() < 60  # Displayed top-right, as a viewer shows it.
+    assert top_left.max() < 60
 
 
 def test_format_is_sniffed_not_taken_from_extension():
@@ -118,6 +123,17 @@ def test_encoding_is_deterministic_and_lossless_for_png():
     assert images.encode(pixels, jpeg_options) == images.encode(pixels.copy(), jpeg_options)
     png = images.encode(pixels, images.ImageOptions(image_format="png"))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), pixels)
+
+
+def test_jpeg_quality_reaches_the_encoder():
+    pixels = np.asarray(gradient(120, 80)).copy()
+    pixels[::2, ::3] = 0  # Detail that a low quality loses.
+    errors, sizes = [], []
+    for quality in (10, 95):
+        data = images.encode(pixels, images.ImageOptions(jpeg_quality=quality))
+        sizes.append(len(data))
+        errors.append(np.abs(np.asarray(Image.open(io.BytesIO(data))).astype(int) - pixels).mean())
+    assert sizes[0] < sizes[1] / 2 and errors[0] > 2 * errors[1]
 
 
 def test_junk_reasons():
