@@ -104,6 +104,14 @@ def decode_threads(options: PipelineOptions, requested: int = 0) -> int:
     return math.ceil((os.cpu_count() or 1) / local_workers(options))
 
 
+def check_output(common: CommonOptions) -> None:
+    """An existing output without --overwrite fails before the input is listed (which can take minutes on GCS)."""
+    try:
+        output.check_replaceable(common.output_dir, common.overwrite)
+    except output.OutputError as e:
+        raise UserError(str(e)) from None
+
+
 def check_dataflow_options(options: dict[str, Any]) -> None:
     """What a Dataflow job needs, checked offline before anything is staged (Beam's validator calls GCS)."""
     missing = [f"--{name}" for name in ("project", "region", "temp_location") if not options.get(name)]
@@ -231,6 +239,7 @@ def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *,
     `threads`: files decoded at once per worker (`decode_threads`; 0 picks it from the runner).
     """
     threads = decode_threads(pipeline_options(common.beam_args), threads)
+    check_output(common)
     try:
         split_spec = pipeline.SplitSpec.parse(split)
         listing = folders.list_input(input_dir, dataset, layout, class_names)
@@ -256,6 +265,7 @@ def build_keras_dataset(dataset: str, common: CommonOptions, *, input_path: str 
                         validation_size: str = "5000", chunk_size: int = 5000) -> dict[str, Any]:
     """Builds MNIST, Fashion-MNIST or CIFAR-10/100 from a local copy or Keras's cache; returns the report."""
     pipeline_options(common.beam_args)
+    check_output(common)
     try:
         source = keras_sources.resolve_source(dataset, input_path)
         num_train = source.num_examples("train")

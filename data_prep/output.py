@@ -30,6 +30,13 @@ class OutputError(ValueError):
     """The output directory cannot be used as asked; the message says what to do."""
 
 
+def check_replaceable(output_dir: str, overwrite: bool) -> None:
+    """Raises OutputError if output_dir exists and may not be replaced; cheap, so builds call it before any work."""
+    fs, path = fsspec.core.url_to_fs(output_dir)
+    if fs.exists(path.rstrip("/")) and not overwrite:
+        raise OutputError(f"--output_dir={output_dir} already exists; pass --overwrite to replace it")
+
+
 class AtomicOutput:
     """A temporary sibling directory, committed by rename (local) or by ordered copies (object storage)."""
 
@@ -38,10 +45,9 @@ class AtomicOutput:
     MARKERS = ("dataset_info.json", schema.METADATA_FILE)
 
     def __init__(self, output_dir: str, overwrite: bool):
+        check_replaceable(output_dir, overwrite)
         self.fs, path = fsspec.core.url_to_fs(output_dir)
         self.path = path.rstrip("/")
-        if self.fs.exists(self.path) and not overwrite:
-            raise OutputError(f"--output_dir={output_dir} already exists; pass --overwrite to replace it")
         parent, base = posixpath.split(self.path)
         stale = self.fs.glob(posixpath.join(parent, f".{base}.incomplete-*"))
         if stale:

@@ -193,11 +193,12 @@ def test_failure_mid_run_leaves_previous_dataset_untouched(tmp_path, sample_fold
     assert os.listdir(tmp_path) == ["out"], "no temporary directory may be left behind"
 
 
-def test_overwrite_replaces_the_whole_dataset(tmp_path):
+def test_overwrite_replaces_the_whole_dataset(tmp_path, monkeypatch):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_photos(raw, [f"Cat/{i}.png" for i in range(6)] + [f"Dog/{i}.png" for i in range(6)])
     build_folder(raw, out, split="train:100", num_shards=2)
-    with pytest.raises(driver.UserError, match="--overwrite"):
+    with monkeypatch.context() as patch, pytest.raises(driver.UserError, match="--overwrite"):
+        patch.setattr(folders, "list_input", lambda *args: pytest.fail("listed the input before checking the output"))
         build_folder(raw, out, split="train:100")
     build_folder(raw, out, split="train:50,test:50", overwrite=True)
     train, test = read_split(out, "train"), read_split(out, "test")
