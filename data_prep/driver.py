@@ -304,8 +304,8 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
     if not found:
         return {}
     totals = collections.Counter()
-    for counter in found:  # One entry per step that increments it.
-        totals[counter.key.metric.name] += counter.committed or 0
+    for counter in found:  # One entry per step that increments it; attempted where a runner commits none.
+        totals[counter.key.metric.name] += counter.attempted if counter.committed is None else counter.committed
     expected = {"files_seen": counts["files_seen"], "written": counts["written"] + counts["augmented_copies"],
                 "augmented": counts["augmented_copies"],
                 **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped")}}
