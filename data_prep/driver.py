@@ -125,21 +125,30 @@ def check_dataflow_options(options: dict[str, Any]) -> None:
         raise UserError(f"--setup_file={options['setup_file']} not found: run from the repository root")
 
 
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def augmentation_policy(dataset: str, overrides: Sequence[str]) -> augmentation.AugmentationPolicy:
     """The dataset's default policy with `name=value` overrides (`--augmentation`)."""
+    default = augmentation.DEFAULT_POLICIES[dataset]
+    names = [f.name for f in dataclasses.fields(default)]
     values: dict[str, Any] = {}
     for item in overrides:
         name, _, text = item.partition("=")
-        if name in ("horizontal_flip", "vertical_flip"):
-            values[name] = text.lower() in ("1", "true", "yes")
+        if name not in names:
+            raise UserError(f"--augmentation={item}: expected name=value with a name of {names}")
+        if isinstance(getattr(default, name), bool):
+            if text.lower() not in _BOOLEANS:
+                raise UserError(f"--augmentation={item}: expected true or false")
+            values[name] = _BOOLEANS[text.lower()]
         else:
             try:
                 values[name] = float(text)
             except ValueError:
-                raise UserError(f"--augmentation={item}: expected name=value") from None
+                raise UserError(f"--augmentation={item}: expected a number") from None
     try:
-        return augmentation.DEFAULT_POLICIES[dataset].replace(**values)
-    except (TypeError, ValueError) as e:
+        return default.replace(**values)
+    except ValueError as e:
         raise UserError(f"--augmentation: {e}") from None
 
 

@@ -285,6 +285,11 @@ def run_cli(*args):
     (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/existing"], "already exists; pass --overwrite"),
     (["--dataset=catsdogs", "--output_dir={t}/o"], "--input_dir is required"),
     (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--shard_sise_mb=3"], "unknown flag"),
+    (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--augmentation=horizontal_flip=banana"],
+     "--augmentation=horizontal_flip=banana: expected true or false"),
+    (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--augmentation=hflip=1"],
+     "with a name of ['horizontal_flip'"),
+    (["--dataset=cifar10", "--input={t}/in", "--output_dir={t}/o", "--augmentation=rotation=2"], "must be in [0, 1)"),
 ])
 def test_cli_errors_are_one_clear_line(tmp_path, args, message):
     write_photos(tmp_path / "in", ["Cat/a.png"])

@@ -11,6 +11,7 @@ from conftest import FAST_BEAM_ARGS
 from keras_files import cifar100_members, write_mnist_npz, write_tar
 from PIL import Image
 
+from data_prep import build as build_cli
 from data_prep import driver, schema
 
 
@@ -124,6 +125,19 @@ def test_offline_augmented_copies_stay_in_train_and_record_their_source(tmp_path
 def test_bad_validation_size_is_a_clear_error(tmp_path, mnist, size, message):
     with pytest.raises(driver.UserError, match=f"--validation_size={size}: .*{message}"):
         build("mnist", tmp_path / "out", mnist[0], validation_size=size)
+
+
+def test_command_line_builds_mnist_with_its_flags(tmp_path, mnist):
+    path, _ = mnist
+    out = tmp_path / "out"
+    build_cli.main(build_cli._parse_flags([
+        "data_prep.build", "--dataset=mnist", f"--input={path}", f"--output_dir={out}", "--validation_size=25%",
+        "--augmentation=rotation=0.05,zoom=0,horizontal_flip=yes", *FAST_BEAM_ARGS]))
+    metadata = json.loads((out / schema.METADATA_FILE).read_text())
+    assert {s: v["num_examples"] for s, v in metadata[schema.META_SPLITS].items()} == {
+        "train": 15, "validation": 5, "test": 3}
+    assert metadata[schema.META_AUGMENTATION] == {"horizontal_flip": True, "vertical_flip": False, "rotation": 0.05,
+                                                  "zoom": 0.0, "translation": 0.1, "contrast": 0.0}
 
 
 def test_offline_and_uncached_names_the_file_to_fetch(tmp_path, monkeypatch):
