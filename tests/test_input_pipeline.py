@@ -5,6 +5,9 @@ import collections
 import io
 import json
 import os
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -226,6 +229,35 @@ def test_file_cache_is_written_and_reused(toy, tmp_path):
     assert os.listdir(cache_dir)
     second = _batches(toy, "validation", cache=cache_dir)
     assert _indices(first) == _indices(second) and sorted(_indices(first)) == list(range(26, 33))
+
+
+def test_auto_cache_keeps_splits_over_the_memory_budget_out_of_ram(monkeypatch):
+    ds = tf.data.Dataset.range(4)
+    assert type(input_pipeline._cache(ds, "auto", 1000, "name")).__name__ == "CacheDataset"
+    monkeypatch.setattr(input_pipeline, "MEMORY_CACHE_BUDGET_BYTES", 999)
+    assert input_pipeline._cache(ds, "auto", 1000, "name") is ds
+    assert type(input_pipeline._cache(ds, "memory", 1000, "name")).__name__ == "CacheDataset"
+
+
+def test_file_cache_left_locked_by_a_killed_run_is_rebuilt(toy, tmp_path, monkeypatch):
+    probe, cache_dir = tmp_path / "probe", tmp_path / "cache"
+    _batches(toy, "validation", cache=str(probe))
+    (name,) = [n[:-len(".index")] for n in os.listdir(probe) if n.endswith(".index")]
+    cache_dir.mkdir()
+    # What a run killed while writing that cache leaves: tf.data's lockfile and partial data.
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, tensorflow as tf\n"
+        f"ds = tf.data.Dataset.range(10**7).map(lambda x: tf.fill([64], x)).cache({str(cache_dir / name)!r})\n"
+        "for i, _ in enumerate(ds):\n"
+        "    if i == 10000:\n"
+        "        os.kill(os.getpid(), 9)\n")], capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert any(n.endswith(".lockfile") for n in os.listdir(cache_dir))
+    with pytest.raises(tf.errors.AlreadyExistsError):  # A lock newer than this process may be a live iterator's.
+        _batches(toy, "validation", cache=str(cache_dir))
+    monkeypatch.setattr(input_pipeline, "_PROCESS_STARTED", time.time())  # A process started after the kill.
+    assert sorted(_indices(_batches(toy, "validation", cache=str(cache_dir)))) == list(range(26, 33))
+    assert sorted(os.listdir(cache_dir)) == sorted(os.listdir(probe)), "the stale lock and partial data are gone"
 
 
 def test_open_dataset_reads_the_metadata(toy):

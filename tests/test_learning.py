@@ -1,6 +1,7 @@
 """End to end: data_prep builds a learnable photo dataset, `trainer.main` learns it on 2 replicas."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -32,7 +33,9 @@ def test_small_cnn_learns_generated_photos_with_mirrored_strategy(tmp_path):
          "--global_batch_size=16", "--config.image_size=(32, 32)"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 8/8 (train): train_loss=" in result.stderr  # The per-epoch log line.
+    number = r"\d+\.\d+"  # The per-epoch log line, whole.
+    assert re.search(fr"epoch 8/8 \(train\): train_loss={number} train_accuracy={number} val_loss={number} "
+                     fr"val_accuracy={number} images/s={number}", result.stderr)
     with open(model_dir / train.METRICS_FILE) as f:
         history = [json.loads(line) for line in f]
     assert len(history) == 8

@@ -3,9 +3,11 @@ import os
 import subprocess
 import sys
 
+import h5py
 import keras
 import numpy as np
 import pytest
+from keras.src.legacy.saving import legacy_h5_format  # Writes the Keras 2 .h5 layout of the official VGG16 file.
 
 from trainer import models
 
@@ -75,11 +77,18 @@ def test_vgg16_transfer_matches_chollet_and_freezes_by_phase():
         models.set_base_trainable(model, "block9_conv1")
 
 
-def test_vgg16_loads_local_weights_file(tmp_path):
+@pytest.mark.parametrize("file_format", ["keras3", "legacy_h5"])
+def test_vgg16_loads_local_weights_file(tmp_path, file_format):
     keras.utils.set_random_seed(1)
     source = models.build_model("vgg16_transfer", (32, 32, 3), 2, weights="none")
-    path = str(tmp_path / "vgg16_notop.weights.h5")
-    source.get_layer(models.VGG16_BASE).save_weights(path)
+    base = source.get_layer(models.VGG16_BASE)
+    if file_format == "keras3":
+        path = str(tmp_path / "vgg16_notop.weights.h5")
+        base.save_weights(path)
+    else:  # The format of the official download the offline error names.
+        path = str(tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, base)
     keras.utils.set_random_seed(2)
     loaded = models.build_model("vgg16_transfer", (32, 32, 3), 2, weights=path)
     for a, b in zip(source.get_layer(models.VGG16_BASE).weights, loaded.get_layer(models.VGG16_BASE).weights):

@@ -13,11 +13,13 @@ import hashlib
 import json
 import math
 import os
+import time
 from typing import Any, Callable, Sequence
 
 import fsspec
 import keras
 import tensorflow as tf
+from absl import logging
 
 from data_prep import schema
 from data_prep.augmentation import AugmentationPolicy
@@ -30,6 +32,7 @@ PARSE_BATCH_SIZE = 128  # Records parsed per tf.io.parse_example call.
 READ_BUFFER_BYTES = 8 << 20
 
 _REBUILD = "rebuild it with `python -m data_prep.build`"
+_PROCESS_STARTED = time.time()  # File-cache locks older than this were left by an earlier process.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +259,22 @@ def _cache(ds: tf.data.Dataset, cache: str, num_bytes: int, cache_name: str) -> 
     if not cache:
         raise ValueError(f"cache={cache!r}: use one of {CACHE_MODES} or a directory for a file cache.")
     tf.io.gfile.makedirs(cache)
-    return ds.cache(os.path.join(cache, cache_name))
+    path = os.path.join(cache, cache_name)
+    _remove_stale_cache_lock(path)
+    return ds.cache(path)
+
+
+def _remove_stale_cache_lock(path: str) -> None:
+    """A run killed during its first pass leaves tf.data's lockfile and partial data behind, and every later run
+    would stop on "concurrent caching iterator". Each input pipeline has its own cache name, so a lock older than
+    this process is an earlier run's (one training run per cache directory at a time)."""
+    if tf.io.gfile.exists(path + ".index"):
+        return
+    for lock in tf.io.gfile.glob(path + "_*.lockfile"):
+        if tf.io.gfile.stat(lock).mtime_nsec / 1e9 < _PROCESS_STARTED:
+            logging.warning("Removing %s and its partial data: left by a run killed while writing the cache.", lock)
+            for leftover in [lock, *tf.io.gfile.glob(lock[:-len(".lockfile")] + ".data-*.tempstate*")]:
+                tf.io.gfile.remove(leftover)
 
 
 def _fingerprint(info: DatasetInfo, split: str) -> str:
