@@ -115,8 +115,8 @@ def check_output(common: CommonOptions) -> None:
 def check_dataflow_options(options: dict[str, Any]) -> None:
     """What a Dataflow job needs, checked offline before anything is staged (Beam's validator calls GCS)."""
     missing = [f"--{name}" for name in ("project", "region", "temp_location") if not options.get(name)]
-    if not any(options.get(name) for name in ("setup_file", "sdk_container_image", "requirements_file")):
-        missing.append("--setup_file=./setup.py (or --sdk_container_image)")
+    if not any(options.get(name) for name in ("setup_file", "sdk_container_image")):  # A requirements file would
+        missing.append("--setup_file=./setup.py (or --sdk_container_image)")  # install the deps but not data_prep.
     if missing:
         raise UserError(f"--runner=DataflowRunner needs {', '.join(missing)}; see BUILD_NOTES.md, Dataflow")
     if not options["temp_location"].startswith("gs://"):

@@ -20,13 +20,15 @@ def test_complete_dataflow_options_pass_offline():
     assert options["runner"] == "DataflowRunner" and options["setup_file"].endswith("setup.py")
 
 
-@pytest.mark.parametrize("drop,message", [
-    ("--project", "--project"),
-    ("--temp_location", "--temp_location"),
-    ("--setup_file", "--setup_file=./setup.py (or --sdk_container_image)"),
+@pytest.mark.parametrize("drop,message,add", [
+    ("--project", "--project", []),
+    ("--region", "--region", []),
+    ("--temp_location", "--temp_location", []),
+    ("--setup_file", "--setup_file=./setup.py (or --sdk_container_image)", []),
+    ("--setup_file", "--setup_file=./setup.py", ["--requirements_file=requirements.txt"]),  # Would not ship data_prep.
 ])
-def test_incomplete_dataflow_options_name_what_is_missing(drop, message):
-    args = [a for a in DATAFLOW if not a.startswith(drop)]
+def test_incomplete_dataflow_options_name_what_is_missing(drop, message, add):
+    args = [a for a in DATAFLOW if not a.startswith(drop)] + add
     with pytest.raises(driver.UserError, match=f"needs .*{re.escape(message)}"):
         driver.pipeline_options(args)
 
