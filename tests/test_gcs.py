@@ -8,8 +8,10 @@ import sys
 import time
 
 import fsspec
+import numpy as np
 import pytest
-from conftest import build_folder, free_ports
+from conftest import FAST_BEAM_ARGS, build_folder, free_ports
+from keras_files import write_mnist_npz
 
 from data_prep import driver
 
@@ -77,3 +79,16 @@ def test_gs_overwrite_needs_flag_and_replaces_whole_dataset(gcs, raw_on_gcs):
     build_folder(raw_on_gcs, target, num_shards=1, overwrite=True)
     shards = [p for p in gcs.find(f"{BUCKET}/datasets/replaced") if ".tfrecord-" in p]
     assert len(shards) == 3 and all(p.endswith("-of-00001") for p in shards), "no shard of the old dataset remains"
+
+
+@pytest.mark.slow
+def test_keras_file_on_gs_builds_to_gs(gcs, tmp_path):
+    rng = np.random.default_rng(0)
+    write_mnist_npz(tmp_path / "mnist.npz", rng, x_train_shape=(8, 28, 28))
+    gcs.put(str(tmp_path / "mnist.npz"), f"{BUCKET}/keras/mnist.npz")
+    report = driver.build_keras_dataset(
+        "mnist", driver.CommonOptions(output_dir=f"gs://{BUCKET}/datasets/mnist", beam_args=FAST_BEAM_ARGS),
+        input_path=f"gs://{BUCKET}/keras/mnist.npz", validation_size="2")
+    assert report["splits"] == {"train": 6, "validation": 2, "test": 3}
+    metadata = json.loads(gcs.cat_file(f"{BUCKET}/datasets/mnist/metadata.json"))
+    assert metadata["source"]["path"] == f"gs://{BUCKET}/keras/mnist.npz"
