@@ -1,10 +1,11 @@
-"""Strategy and precision selection; TPU wiring with a mocked resolver (no TPU here)."""
+"""Strategy and precision selection; TPU wiring with a mocked resolver (no TPU here); where each worker saves."""
+import os
 import types
 
 import pytest
 import tensorflow as tf
 
-from trainer import distribution
+from trainer import checkpointing, distribution
 
 
 def test_off_and_one_device_strategies():
@@ -117,6 +118,34 @@ def test_chief_is_worker_zero_unless_the_cluster_has_a_chief():
     assert not distribution.is_chief(_strategy_with_task("worker", 0, with_chief))
     assert distribution.is_chief(_strategy_with_task("chief", 0, with_chief))
     assert distribution.worker_id(_strategy_with_task("worker", 1, workers)) == 1
+
+
+@pytest.mark.parametrize("task_type, task_id, cluster, temporary", [
+    ("worker", 1, {"worker": ["a:1", "b:2"]}, "tmp_worker1"),
+    ("worker", 0, {"chief": ["c:3"], "worker": ["a:1"]}, "tmp_worker0"),
+])
+def test_a_non_chief_saves_to_its_own_temporary_folder_then_deletes_it(tmp_path, monkeypatch, task_type, task_id,
+                                                                       cluster, temporary):
+    strategy = _strategy_with_task(task_type, task_id, cluster)
+    assert not distribution.is_chief(strategy)
+    model_dir = tmp_path / "run"
+    manager = checkpointing.make_manager(tf.train.Checkpoint(step=tf.Variable(7)),
+                                         str(model_dir / checkpointing.CHECKPOINT_SUBDIR), strategy, False, 2)
+    deleted = []  # (folder, the files in it when deleted)
+    rmtree = tf.io.gfile.rmtree
+
+    def record_and_rmtree(path):
+        deleted.append((path, {os.path.relpath(os.path.join(root, name), path)
+                               for root, _, files in os.walk(path) for name in files}))
+        rmtree(path)
+
+    monkeypatch.setattr(tf.io.gfile, "rmtree", record_and_rmtree)
+    path = checkpointing.save(manager, 7, is_chief=False)
+    assert path == str(model_dir / temporary / checkpointing.CHECKPOINT_SUBDIR / "ckpt-7")
+    assert deleted == [(str(model_dir / temporary), {
+        f"{checkpointing.CHECKPOINT_SUBDIR}/{name}"
+        for name in ("checkpoint", "ckpt-7.index", "ckpt-7.data-00000-of-00001")})]
+    assert os.listdir(model_dir) == []  # Nothing in model_dir/checkpoints, and the temporary folder gone.
 
 
 def test_cpu_devices_cannot_be_split_after_initialization():
