@@ -8,11 +8,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import FAST_BEAM_ARGS
-from keras_files import cifar100_members, write_mnist_npz, write_tar
+from keras_files import cifar10_members, cifar100_members, write_fashion, write_mnist_npz, write_tar
 from PIL import Image
 
 from data_prep import build as build_cli
-from data_prep import driver, schema
+from data_prep import driver, keras_sources, schema
 
 
 def build(dataset, output_dir, input_path, **kwargs):
@@ -93,6 +93,25 @@ def test_cifar100_records_fine_and_coarse_labels(tmp_path):
     metadata = schema.read_metadata(str(tmp_path / "out"))
     assert metadata[schema.META_COARSE_CLASS_NAMES][0] == "coarse_0"
     assert metadata[schema.META_CLASS_NAMES][99] == "fine_99"
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10"])
+def test_fashion_mnist_and_cifar10_build_pixel_exact(tmp_path, dataset):
+    rng = np.random.default_rng(2)
+    if dataset == "fashion_mnist":
+        source = tmp_path / "fashion"
+        expected = write_fashion(source, rng)
+    else:
+        members, expected = cifar10_members(rng)
+        source = write_tar(tmp_path / "cifar-10-python.tar.gz", members)
+    report = build(dataset, tmp_path / "out", source, validation_size="0")
+    assert report["splits"] == {split: len(labels) for split, (_, labels, _) in expected.items()}
+    builder = tfds.builder_from_directory(str(tmp_path / "out"))
+    assert builder.info.features[schema.LABEL].names == list(keras_sources.CLASS_NAMES[dataset])
+    for split, (images, labels, _) in expected.items():
+        for record in records(tmp_path / "out", split):
+            index = int(record[schema.FILENAME].decode().split("/")[1])
+            assert np.array_equal(record[schema.IMAGE], images[index]) and record[schema.LABEL] == labels[index]
 
 
 def test_offline_augmented_copies_stay_in_train_and_record_their_source(tmp_path, mnist):
