@@ -301,7 +301,7 @@ def build_keras_dataset(dataset: str, common: CommonOptions, *, input_path: str 
 
 
 def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str, int]) -> dict[str, int]:
-    """Beam's committed counters against the report's counts; returns them ({} if the runner keeps none).
+    """Beam's counters (committed, else attempted) against the report's counts; returns them ({} if none kept).
 
     The report, built from the results the job wrote, is the authority; a counter that disagrees is logged,
     since a runner's metrics are best-effort. A disagreement on a local run is a bug.
