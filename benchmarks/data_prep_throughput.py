@@ -13,7 +13,10 @@ On the same generated photo-like JPEGs (300-500 px, `data_prep.sample_data`), sh
        multi_processing and multi_threading with a worker per core; the default again on rss_scale*N images;
   (c)  the job's decode+resize+encode of bytes already in memory on one core: the per-core limit;
   (d)  the same on every core (one process per core, no I/O, no Beam): what this machine's cores
-       give in parallel, i.e. the ceiling for (b).
+       give in parallel;
+  (e)  the job's whole per-image work (`folders.read_file`: read, decode, resize, encode, content and
+       dedupe keys, statistics, record) on one core, no Beam. r = (c)/(e) is what the issue's per-image
+       requirements cost beyond the codec, so (d)/r is the ceiling of (b) with Beam free and perfect overlap.
 
 Every run is a fresh spawned process; its imports are not timed, but everything the run starts
 (Beam workers and their imports) is. Each run is repeated --repeats times, interleaved, and the
@@ -192,6 +195,19 @@ def codec_all_cores(input_dir: str, cores: int) -> dict[str, Any]:
     return {"images": len(blobs), "seconds": seconds, "cpu_start": cpu_start}
 
 
+def per_image_work(input_dir: str) -> dict[str, Any]:
+    """`folders.read_file` on each file in turn, one core: the job's per-image work without Beam."""
+    from data_prep import folders, images
+
+    options = images.ImageOptions()
+    entries = [folders.ManifestEntry(path=path, relpath=relpath, label=label)
+               for path, relpath, label in _labelled_files(input_dir)]
+    cpu_start, start = time.process_time(), time.perf_counter()
+    for entry in entries:
+        folders.read_file(entry, options)
+    return {"images": len(entries), "seconds": time.perf_counter() - start, "cpu_start": cpu_start}
+
+
 def _beam_args(mode: str) -> tuple[str, ...]:
     if mode == DEFAULT:
         return ()
@@ -330,7 +346,7 @@ def _check(label: str, value: float, target: float, at_least: bool) -> None:
 def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: Run | None, cores: int,
                  load_before: Sequence[float]) -> None:
     mib = 2**20
-    naive, strict, limit, ceiling = runs["a"], runs["a'"], runs["c"], runs["d"]
+    naive, strict, limit, ceiling, work = runs["a"], runs["a'"], runs["c"], runs["d"], runs["e"]
     strict_column = "vs (a')"
     print()
     print(f"{'run':<50}{'images':>7}{'seconds':>9}{'images/s':>10}{'vs (a)':>8}{strict_column:>9}{'CPU ms/img':>12}"
@@ -345,6 +361,9 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
     print(f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): the ceiling of (b) is "
           f"{ceiling.rate / naive.rate:.2f} x (a), {ceiling.rate / strict.rate:.2f} x (a'), "
           f"{ceiling.rate / (cores * limit.rate):.2f} x ({cores} x (c))")
+    per_image = limit.rate / work.rate
+    print(f"the job's per-image work costs r = (c) / (e) = {per_image:.2f} x the codec: with Beam free and perfect "
+          f"overlap (b) <= (d) / r = {ceiling.rate / per_image / (cores * limit.rate):.2f} x ({cores} x (c))")
     # (a) and (c) are per-image loops without start-up costs, so the 4N job is held to their rates on N.
     for job in jobs:
         _check(f"(b) {job.images} / (a)", job.rate / naive.rate, TARGET_VS_NAIVE, at_least=True)
@@ -374,6 +393,8 @@ def print_same_round_ratios(rounds: Sequence[dict[str, Run]], cores: int) -> Non
             print(f"(b) {rounds[0][key].images} / ({cores} x (c)), same round: "
                   f"{' '.join(f'{v:.2f}' for v in ratios)} (median {statistics.median(ratios):.2f}); "
                   f"had nothing been stolen: {' '.join(f'{v:.2f}' for v in unstolen)}")
+    ceilings = [r["d"].rate * r["e"].rate / r["c"].rate / (cores * r["c"].rate) for r in rounds]
+    print(f"ceiling (d) / r of (b) / ({cores} x (c)), same round: {' '.join(f'{v:.2f}' for v in ceilings)}")
 
 
 def default_layout() -> str:
@@ -403,6 +424,7 @@ def main(argv: Sequence[str]) -> None:
            if scale else {}),
         "c": ("(c) codec only, 1 core, in memory", codec_limit, (inputs[n],)),
         "d": (f"(d) codec only, {cores} processes, in memory", codec_all_cores, (inputs[n], cores)),
+        "e": ("(e) the job's per-image work, 1 core, no Beam", per_image_work, (inputs[n],)),
     }
     try:
         print(f"generating {' and '.join(map(str, inputs))} images in {work} ...", flush=True)
