@@ -358,7 +358,7 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
     print()
     print(f"load average before: {' '.join(f'{v:.2f}' for v in load_before)}; "
           f"after: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({cores} cores)")
-    print(f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): the ceiling of (b) is "
+    print(f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): the codec's own ceiling is "
           f"{ceiling.rate / naive.rate:.2f} x (a), {ceiling.rate / strict.rate:.2f} x (a'), "
           f"{ceiling.rate / (cores * limit.rate):.2f} x ({cores} x (c))")
     per_image = limit.rate / work.rate
