@@ -358,8 +358,8 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
     print()
     print(f"load average before: {' '.join(f'{v:.2f}' for v in load_before)}; "
           f"after: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({cores} cores)")
-    print(f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): the codec's own ceiling is "
-          f"{ceiling.rate / naive.rate:.2f} x (a), {ceiling.rate / strict.rate:.2f} x (a'), "
+    print(f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): "
+          f"the codec's own ceiling is {ceiling.rate / naive.rate:.2f} x (a), {ceiling.rate / strict.rate:.2f} x (a'), "
           f"{ceiling.rate / (cores * limit.rate):.2f} x ({cores} x (c))")
     per_image = limit.rate / work.rate
     print(f"the job's per-image work costs r = (c) / (e) = {per_image:.2f} x the codec: with Beam free and perfect "
