@@ -16,12 +16,15 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import posixpath
+import stat
 from concurrent import futures
 from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from data_prep import images, pipeline, schema, stats
 
@@ -51,28 +54,64 @@ class Listing:
     entries: tuple[ManifestEntry, ...]
 
 
-def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
+def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[str], dict[str, str]]:
+    """Every file name under `input_dir` (relative, sorted), and why each one that is not a regular file is skipped.
+
+    Links to files are followed; links to folders are not (a link back up would loop). Nothing is opened here:
+    a named pipe would block its reader forever.
+    """
     fs, root = fsspec.core.url_to_fs(input_dir)
     if not fs.isdir(root):
         raise LayoutError(f"--input_dir={input_dir} does not exist or is not a directory")
-    relpaths = sorted(posixpath.relpath(p, root.rstrip("/")) for p in fs.find(root, withdirs=False))
+    found = fs.find(root, withdirs=False, detail=True)
+    relpaths = sorted(posixpath.relpath(p, root.rstrip("/")) for p in found)
     if not relpaths:
         raise LayoutError(f"--input_dir={input_dir} contains no files")
-    return fs, root, relpaths
+    special = {}
+    for path, info in found.items():
+        if info["type"] != "file" and (reason := _not_a_file_reason(fs, path, info["type"])):
+            special[posixpath.relpath(path, root.rstrip("/"))] = reason
+    return fs, root, relpaths, special
 
 
-def _unwrap(relpaths: list[str]) -> str:
-    """The prefix of single wrapper folders (`PetImages/`), ignoring junk beside them."""
+def _not_a_file_reason(fs: fsspec.AbstractFileSystem, path: str, kind: str) -> str | None:
+    """Why a listed entry that is not a plain file is skipped; None for a link to a regular file."""
+    if not isinstance(fs, LocalFileSystem):
+        return f"skipped: not a regular file ({kind})"
+    try:
+        mode = os.stat(path).st_mode  # Follows links.
+    except FileNotFoundError:
+        return "skipped: broken link (its target does not exist)"
+    except OSError as e:
+        return f"skipped: link that cannot be followed ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "skipped: link to a folder (not followed)"
+    what = ("named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+    return f"skipped: {what}, not a regular file (not opened)"
+
+
+def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
+    """The prefix of single wrapper folders (`PetImages/`).
+
+    A level is a wrapper when it holds one folder (junk aside) and that folder holds folders, unless the
+    folder is itself a known class. Loose files beside it (the Kaggle zip's licence PDF and readme, a stray
+    image) do not stop the descent: they are skipped as outside the data folder.
+    """
     prefix = ""
     while True:
-        rest = [p[len(prefix):] for p in relpaths if p.startswith(prefix)]
-        visible = [p for p in rest if not images.junk_reason(p.split("/")[0])]
+        visible = [p[len(prefix):] for p in relpaths
+                   if p.startswith(prefix) and not images.junk_reason(p[len(prefix):].split("/")[0])]
         tops = {p.split("/")[0] for p in visible if "/" in p}
-        # A wrapper holds folders only; a single folder of files is a class (or flat) folder.
-        if len(tops) == 1 and all(p.count("/") >= 2 for p in visible):
-            prefix += tops.pop() + "/"
-        else:
+        if len(tops) != 1:
             return prefix
+        (top,) = tops
+        # A single folder of files only is a class (or flat) folder, not a wrapper.
+        if is_class(top) or not any(p.startswith(top + "/") and p.count("/") >= 2 for p in visible):
+            return prefix
+        prefix += top + "/"
 
 
 def _detect(relpaths: list[str]) -> str:
@@ -103,10 +142,22 @@ class _ClassMapper:
         return bool(name) and not images.junk_reason(name)
 
     def label(self, name: str) -> int | None:
-        if self.dataset == "catsdogs":  # Cat, cats, CAT, dogs ... as the various cats/dogs downloads spell them.
-            name = name.lower()
-            name = name[:-1] if name.endswith("s") else name
+        if self.dataset == "catsdogs":
+            name = _catsdogs_name(name)
         return self.class_names.index(name) if name in self.class_names else None
+
+
+def _catsdogs_name(name: str) -> str:
+    """Cat, cats, CAT, dogs ... as the various cats/dogs downloads spell them."""
+    name = name.lower()
+    return name[:-1] if name.endswith("s") else name
+
+
+def _is_known_class(name: str, dataset: str, class_names: Sequence[str] | None) -> bool:
+    """Whether a folder name is one of the classes known before listing (catsdogs, or --class_names)."""
+    if dataset == "catsdogs":
+        return _catsdogs_name(name) in CATSDOGS_CLASSES
+    return bool(class_names) and name in class_names
 
 
 def list_input(input_dir: str, dataset: str, layout: str = "auto",
@@ -119,8 +170,9 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
     """
     if layout not in LAYOUTS:
         raise LayoutError(f"--layout={layout}: choose one of {LAYOUTS}")
-    fs, root, relpaths = _list_files(input_dir)
-    prefix = _unwrap(relpaths)
+    fs, root, relpaths, special = _list_files(input_dir)
+    usable = [p for p in relpaths if p not in special]
+    prefix = _unwrap(usable, functools.partial(_is_known_class, dataset=dataset, class_names=class_names))
     inner = {p: p[len(prefix):] for p in relpaths}
     parts = {p: inner[p].split("/") if p.startswith(prefix) else None for p in relpaths}
 
@@ -128,12 +180,12 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
         return fs.unstrip_protocol(posixpath.join(root, relpath)) if "://" in input_dir else posixpath.join(root, relpath)
 
     def labelled(layout: str) -> Listing:
-        return _label(layout, dataset, class_names, relpaths, parts, prefix, full)
+        return _label(layout, dataset, class_names, relpaths, parts, prefix, full, special)
 
     if layout != "auto":
         listing = labelled(layout)
     else:
-        listing = labelled(_detect([inner[p] for p in relpaths if p.startswith(prefix)]))
+        listing = labelled(_detect([inner[p] for p in usable if p.startswith(prefix)]))
         if listing.layout != "flat" and _unusable(listing) and (dataset == "catsdogs" or class_names):
             flat = labelled("flat")
             listing = listing if _unusable(flat) else flat
@@ -148,14 +200,16 @@ def _unusable(listing: Listing) -> bool:
 
 
 def _label(layout: str, dataset: str, class_names: Sequence[str] | None, relpaths: Sequence[str],
-           parts: dict[str, list[str] | None], prefix: str, full: Callable[[str], str]) -> Listing:
+           parts: dict[str, list[str] | None], prefix: str, full: Callable[[str], str],
+           special: dict[str, str]) -> Listing:
     """Every file's label, fixed split or skip reason under one layout."""
+    readable = [p for p in relpaths if parts[p] and p not in special]
     if layout == "flat":
-        names = [parts[p][-1].split(".")[0] for p in relpaths if parts[p]]
+        names = [parts[p][-1].split(".")[0] for p in readable]
     elif layout == "split_folders":
-        names = [parts[p][1] for p in relpaths if parts[p] and len(parts[p]) > 2]
+        names = [parts[p][1] for p in readable if len(parts[p]) > 2]
     else:
-        names = [parts[p][0] for p in relpaths if parts[p] and len(parts[p]) > 1]
+        names = [parts[p][0] for p in readable if len(parts[p]) > 1]
     mapper = _ClassMapper(dataset, class_names, names)
 
     entries = []
@@ -163,8 +217,8 @@ def _label(layout: str, dataset: str, class_names: Sequence[str] | None, relpath
         split, skip, label = None, None, None
         components = parts[relpath]
         junk = next((r for r in map(images.junk_reason, relpath.split("/")) if r), None)
-        if junk:
-            skip = junk
+        if junk or relpath in special:
+            skip = junk or special[relpath]
         elif components is None:
             skip = f"skipped: outside the data folder {prefix.rstrip('/')}"
         elif layout == "flat":
@@ -213,6 +267,7 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
         return FileResult(problem=pipeline.REJECTED, reason=str(e))
     except Exception as e:  # An unreadable file or a decoder bug: list it, keep the job alive.
         return FileResult(problem=pipeline.REJECTED, reason=f"could not process: {type(e).__name__}: {e}")
+    warnings = [w for w in (decoded.warning, _name_warning(entry.relpath)) if w]
     key = hashlib.sha256(data).hexdigest()
     # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
     # pixel-identical re-encodes, and anything else that would be stored identically.
@@ -222,7 +277,16 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
                              dedupe_key=dedupe_key, num_pixels=decoded.image.width * decoded.image.height,
                              moments=stats.channel_moments(decoded.image)),
         schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label)),
-        reason=decoded.warning)
+        reason="; ".join(warnings) or None)
+
+
+def _name_warning(relpath: str) -> str | None:
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"file name is not valid UTF-8: {schema.FILENAME} holds its original bytes "
+                f"({relpath.encode('utf-8', 'surrogateescape')!r})")
+    return None
 
 
 class ProcessFiles(beam.DoFn):

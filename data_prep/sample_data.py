@@ -1,12 +1,14 @@
-r"""Writes a small, learnable cats/dogs-style raw folder offline, with the usual junk.
+r"""Writes a small, learnable replica of the cats/dogs download offline, with the usual junk.
 
-  python -m data_prep.sample_data --output_dir=/tmp/PetImages --images_per_class=200
+  python -m data_prep.sample_data --output_dir=/tmp/kagglecatsanddogs_5340 --images_per_class=200
 
-Images are random crops of scikit-image's bundled photographs (no download): the
-"Cat" class from the cat photo, the "Dog" class from other photos, so a small CNN can
-learn them. Like the real Kaggle download it holds an empty file, a truncated JPEG,
-HTML saved as .jpg, a BMP named .jpg, Thumbs.db, a byte-identical copy, and images in
-the formats and modes cameras and the web produce.
+The folder is laid out as Microsoft's `kagglecatsanddogs_5340.zip` unpacks: `PetImages/Cat`,
+`PetImages/Dog`, and two loose files beside `PetImages/` (`CDLA-Permissive-2.0.pdf`,
+`readme[1].txt`). Images are random crops of scikit-image's bundled photographs (no
+download): the "Cat" class from the cat photo, the "Dog" class from other photos, so a
+small CNN can learn them. Like the real download it holds an empty file, a truncated JPEG,
+HTML saved as .jpg, a BMP named .jpg, Thumbs.db in both folders, a byte-identical copy, and
+images in the formats and modes cameras and the web produce.
 """
 from __future__ import annotations
 
@@ -17,6 +19,13 @@ from typing import Sequence
 import numpy as np
 from absl import app, flags
 from PIL import Image
+
+# What the zip holds beside PetImages/ (FIELD_NOTES.md, "The real cats/dogs download").
+DOWNLOAD_LOOSE_FILES = {
+    "CDLA-Permissive-2.0.pdf": b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n1 0 obj <</Type /Catalog>> endobj\n%%EOF\n",
+    "readme[1].txt": b"Thank you for downloading the Dogs vs. Cats dataset.\r\n",
+}
+
 
 def _photos(names: Sequence[str]) -> list[np.ndarray]:
     try:
@@ -70,6 +79,7 @@ def write_sample_folder(root: str, images_per_class: int = 100, seed: int = 0, m
         put("Dog/11702.jpg", _jpeg(photo_like(rng, sources["Dog"][0], 400, 300))[:3000])
         put("Dog/error_page.jpg", b"<!DOCTYPE html><html><body>404 Not Found</body></html>")
         put("Cat/Thumbs.db", b"\xd0\xcf\x11\xe0" + bytes(60))
+        put("Dog/Thumbs.db", b"\xd0\xcf\x11\xe0" + bytes(61))
         put("Dog/.DS_Store", b"\x00\x00\x00\x01Bud1" + bytes(40))
         bmp = io.BytesIO()
         cat.save(bmp, format="BMP")
@@ -89,16 +99,28 @@ def write_sample_folder(root: str, images_per_class: int = 100, seed: int = 0, m
     return written
 
 
+def write_download_replica(root: str, images_per_class: int = 100, seed: int = 0, **kwargs) -> list[str]:
+    """Writes `root` as the download unpacks: `root/PetImages/{Cat,Dog}` (write_sample_folder) and the loose
+    files beside it; returns the paths written, relative to `root`."""
+    written = [f"PetImages/{p}" for p in write_sample_folder(os.path.join(root, "PetImages"), images_per_class,
+                                                             seed, **kwargs)]
+    for name, data in DOWNLOAD_LOOSE_FILES.items():
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(data)
+        written.append(name)
+    return written
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     f = flags.FLAGS
-    written = write_sample_folder(f.output_dir, f.images_per_class, f.seed)
+    written = write_download_replica(f.output_dir, f.images_per_class, f.seed)
     print(f"wrote {len(written)} files to {f.output_dir}")
 
 
 if __name__ == "__main__":
     # Defined here, not at import: importing modules must not claim flag names.
-    flags.DEFINE_string("output_dir", None, "Folder to create.", required=True)
+    flags.DEFINE_string("output_dir", None, "Folder to create: the zip's folder, holding PetImages/.", required=True)
     flags.DEFINE_integer("images_per_class", 100, "Good images per class.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     app.run(main)

@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 
 # Feature keys.
 IMAGE = "image"
-FILENAME = "image/filename"
+FILENAME = "image/filename"  # Path under the input folder; UTF-8, or the name's own bytes where it is not UTF-8.
 LABEL = "label"
 KEY = "image/key"  # Stable content key: sha256 of the source bytes (or of the source record).
 COARSE_LABEL = "label/coarse"  # CIFAR-100 only.
@@ -76,15 +76,18 @@ def serialize_example(image: bytes, filename: str, key: str, label: int,
                       coarse_label: int | None = None,
                       augment_source_key: str = "",
                       augment_params: Mapping[str, Any] | None = None) -> bytes:
-    """A `tf.train.Example`, serialized deterministically (byte-identical across runs).
+    r"""A `tf.train.Example`, serialized deterministically (byte-identical across runs).
 
     The augment fields are present in every record (empty on originals): TFDS requires
-    every feature of features.json in every record.
+    every feature of features.json in every record. A file name that is not valid UTF-8
+    (Python holds its bytes as surrogate escapes, e.g. Latin-1 `caf\xe9.jpg` as
+    'caf\udce9.jpg') is stored as those original bytes: lossless, and the same bytes the
+    file system shows.
     """
     example = example_proto.Example()
     feature = example.features.feature
-    for name, value in ((IMAGE, image), (FILENAME, filename.encode("utf-8")), (KEY, key.encode("ascii")),
-                        (AUGMENT_SOURCE_KEY, augment_source_key.encode("ascii")),
+    for name, value in ((IMAGE, image), (FILENAME, filename.encode("utf-8", "surrogateescape")),
+                        (KEY, key.encode("ascii")), (AUGMENT_SOURCE_KEY, augment_source_key.encode("ascii")),
                         (AUGMENT_PARAMS, json.dumps(augment_params, sort_keys=True).encode() if augment_params
                          else b"")):
         feature[name].bytes_list.value.append(value)

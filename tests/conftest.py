@@ -46,10 +46,11 @@ def free_ports(count):
 
 @pytest.fixture(scope="session")
 def sample_folder(tmp_path_factory):
-    """A PetImages-style folder: 30 good images per class plus the usual broken and junk files."""
-    root = tmp_path_factory.mktemp("raw") / "PetImages"
-    sample_data.write_sample_folder(str(root), images_per_class=30, min_side=120, max_side=200)
-    return root
+    """The PetImages folder of a replica of the download as it unpacks (the licence PDF and readme beside it):
+    30 good images per class plus the usual broken and junk files. Builds read its parent, as users do."""
+    root = tmp_path_factory.mktemp("raw")
+    sample_data.write_download_replica(str(root), images_per_class=30, min_side=120, max_side=200)
+    return root / "PetImages"
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,13 +44,17 @@ def write_photos(root, relpaths, seed=0, size=(48, 40)):
 def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folder):
     out, report = sample_dataset
     counts = report["counts"]
-    assert counts["files_seen"] == sum(1 for _, _, files in os.walk(sample_folder) for _ in files)
+    assert counts["files_seen"] == sum(1 for _, _, files in os.walk(sample_folder.parent) for _ in files)
     assert counts["files_seen"] == counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"]
+    for kind in ("rejected", "duplicates", "skipped"):
+        assert len(report[kind]) == counts[kind] == len({item["path"] for item in report[kind]}), kind
     reasons = {item["path"]: item.get("reason", "") for kind in ("rejected", "skipped") for item in report[kind]}
+    # The download's loose files beside PetImages/ (the README's command points at their folder).
+    assert reasons["CDLA-Permissive-2.0.pdf"] == reasons["readme[1].txt"] == "skipped: outside the data folder PetImages"
     assert "empty file" in reasons["PetImages/Cat/666.jpg"]
     assert "truncated" in reasons["PetImages/Dog/11702.jpg"]
     assert "HTML" in reasons["PetImages/Dog/error_page.jpg"]
-    assert "thumbnail" in reasons["PetImages/Cat/Thumbs.db"]
+    assert "thumbnail" in reasons["PetImages/Cat/Thumbs.db"] and "thumbnail" in reasons["PetImages/Dog/Thumbs.db"]
     assert "macOS" in reasons["PetImages/Dog/.DS_Store"]
     assert report["duplicates"] == [{"path": "PetImages/Cat/copy of 0.jpg", "duplicate_of": "PetImages/Cat/0.jpg"}]
     on_disk = json.loads((out / schema.REPORT_FILE).read_text())
@@ -314,3 +319,45 @@ def test_offline_augmented_copies_of_folder_images(tmp_path):
     params = [json.loads(ex[schema.AUGMENT_PARAMS]) for ex in tfds.as_numpy(builder.as_dataset(split="train"))
               if ex[schema.AUGMENT_SOURCE_KEY]]
     assert len(params) == len(copies) and all("rotation_degrees" in p for p in params)
+
+
+@pytest.mark.slow
+def test_files_users_really_have_are_listed_and_never_hang_or_crash_the_command(tmp_path, monkeypatch):
+    """The README's command on the download's folder, holding what real folders hold: a named pipe (opening it
+    would block forever), a socket, a link looping to its parent, a broken link, a link to a photo elsewhere
+    (followed), a Latin-1 file name (not UTF-8), a stray image and a readme beside PetImages/."""
+    raw = tmp_path / "kagglecatsanddogs_5340"
+    latin1 = os.fsdecode(b"PetImages/Cat/caf\xe9.png")
+    write_photos(raw, ["PetImages/Cat/1.png", "PetImages/Dog/1.png", latin1, "stray.png"])
+    write_photos(tmp_path / "elsewhere", ["dog.png"], seed=1)
+    (raw / "readme[1].txt").write_text("Dogs vs. Cats\n")
+    dog = raw / "PetImages" / "Dog"
+    os.mkfifo(dog / "fifo.jpg")
+    with monkeypatch.context() as patch, socket.socket(socket.AF_UNIX) as unix_socket:
+        patch.chdir(dog)  # A socket's path is limited to ~100 bytes.
+        unix_socket.bind("socket.jpg")
+    (dog / "loop").symlink_to("..")
+    (dog / "broken.jpg").symlink_to("nowhere.jpg")
+    (dog / "linked.png").symlink_to(tmp_path / "elsewhere" / "dog.png")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "data_prep.build", "--dataset=catsdogs", f"--input_dir={raw}", f"--output_dir={out}",
+         "--split=train:100", "--image_size=64", *FAST_BEAM_ARGS], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / schema.REPORT_FILE).read_text())
+    assert report["counts"] == {"files_seen": 10, "written": 4, "rejected": 0, "duplicates": 0, "skipped": 6,
+                                "augmented_copies": 0}
+    assert {item["path"]: item["reason"] for item in report["skipped"]} == {
+        "PetImages/Dog/fifo.jpg": "skipped: named pipe (FIFO), not a regular file (not opened)",
+        "PetImages/Dog/socket.jpg": "skipped: socket, not a regular file (not opened)",
+        "PetImages/Dog/loop": "skipped: link to a folder (not followed)",
+        "PetImages/Dog/broken.jpg": "skipped: broken link (its target does not exist)",
+        "readme[1].txt": "skipped: outside the data folder PetImages",
+        "stray.png": "skipped: outside the data folder PetImages",
+    }
+    assert [w["path"] for w in report["warnings"]] == [latin1]
+    assert "not valid UTF-8" in report["warnings"][0]["reason"]
+    builder = tfds.builder_from_directory(str(out))
+    stored = {ex[schema.FILENAME]: int(ex[schema.LABEL]) for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
+    assert stored == {b"PetImages/Cat/1.png": 0, b"PetImages/Cat/caf\xe9.png": 0, b"PetImages/Dog/1.png": 1,
+                      b"PetImages/Dog/linked.png": 1}

@@ -1,4 +1,7 @@
 """Layout detection and labelling of raw folders (driver side: names only, nothing decoded)."""
+import os
+import socket
+
 import pytest
 
 from data_prep import folders
@@ -100,3 +103,59 @@ def test_unusable_input_gives_clear_error(tmp_path, setup, message):
     setup(root)
     with pytest.raises(folders.LayoutError, match=message):
         folders.list_input(str(root), "catsdogs")
+
+
+OUTSIDE = "skipped: outside the data folder"
+
+
+def test_download_as_unpacked_skips_the_loose_files_beside_petimages(tmp_path):
+    touch(tmp_path, "CDLA-Permissive-2.0.pdf", "readme[1].txt", "PetImages/Cat/1.jpg", "PetImages/Dog/2.jpg",
+          "PetImages/Cat/Thumbs.db", "PetImages/Dog/Thumbs.db")
+    listing = folders.list_input(str(tmp_path), "catsdogs")
+    entries = by_path(listing)
+    assert listing.layout == "class_folders"
+    assert entries["PetImages/Cat/1.jpg"].label == 0 and entries["PetImages/Dog/2.jpg"].label == 1
+    for loose in ("CDLA-Permissive-2.0.pdf", "readme[1].txt"):
+        assert entries[loose].skip == f"{OUTSIDE} PetImages" and entries[loose].label is None
+    assert len(listing.entries) == 6
+
+
+@pytest.mark.parametrize("dataset,class_names", [("catsdogs", None), ("imagefolder", None),
+                                                 ("imagefolder", ["cat", "dog"])])
+def test_loose_files_at_every_wrapper_level_and_inside_it(tmp_path, dataset, class_names):
+    touch(tmp_path, "LICENSE", "stray.jpg", "data/manifest.json", "data/PetImages/readme.txt",
+          "data/PetImages/cat/1.jpg", "data/PetImages/dog/2.jpg")
+    entries = by_path(folders.list_input(str(tmp_path), dataset, class_names=class_names))
+    assert entries["data/PetImages/cat/1.jpg"].label == 0 and entries["data/PetImages/dog/2.jpg"].label == 1
+    for loose in ("LICENSE", "stray.jpg", "data/manifest.json"):
+        assert entries[loose].skip == f"{OUTSIDE} data/PetImages"
+    assert entries["data/PetImages/readme.txt"].skip == "skipped: not inside a class folder"
+
+
+def test_a_lone_known_class_folder_with_sub_folders_is_a_class_not_a_wrapper(tmp_path):
+    touch(tmp_path, "notes.txt", "Cat/indoor/1.jpg", "Cat/outdoor/2.jpg")
+    entries = by_path(folders.list_input(str(tmp_path), "catsdogs"))
+    assert entries["Cat/indoor/1.jpg"].label == 0 and entries["Cat/outdoor/2.jpg"].label == 0
+    assert entries["notes.txt"].skip == "skipped: not inside a class folder"
+
+
+def test_files_that_are_not_regular_are_skipped_unopened_and_links_to_files_followed(tmp_path, monkeypatch):
+    touch(tmp_path, "PetImages/Cat/1.jpg", "PetImages/Dog/2.jpg")
+    dog = tmp_path / "PetImages" / "Dog"
+    os.mkfifo(dog / "fifo.jpg")
+    with socket.socket(socket.AF_UNIX) as unix_socket:
+        monkeypatch.chdir(dog)  # A socket's path is limited to ~100 bytes.
+        unix_socket.bind("socket.jpg")
+        (dog / "loop").symlink_to("..")
+        (dog / "broken.jpg").symlink_to("nowhere.jpg")
+        (dog / "link.jpg").symlink_to("../Cat/1.jpg")
+        latin1 = os.fsdecode(b"PetImages/Cat/caf\xe9.jpg")
+        (tmp_path / latin1).write_bytes(b"x")
+        entries = by_path(folders.list_input(str(tmp_path), "catsdogs"))
+    assert entries["PetImages/Dog/fifo.jpg"].skip == "skipped: named pipe (FIFO), not a regular file (not opened)"
+    assert entries["PetImages/Dog/socket.jpg"].skip == "skipped: socket, not a regular file (not opened)"
+    assert entries["PetImages/Dog/loop"].skip == "skipped: link to a folder (not followed)"
+    assert entries["PetImages/Dog/broken.jpg"].skip == "skipped: broken link (its target does not exist)"
+    assert entries["PetImages/Dog/link.jpg"].skip is None and entries["PetImages/Dog/link.jpg"].label == 1
+    assert entries[latin1].skip is None and entries[latin1].label == 0
+    assert len(entries) == 8

@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST_BEAM_ARGS, build_folder, free_ports
 from keras_files import write_mnist_npz
 
-from data_prep import driver
+from data_prep import driver, folders
 
 BUCKET = "imgcls-test"
 
@@ -45,7 +45,12 @@ def gcs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def raw_on_gcs(gcs, sample_folder):
-    gcs.put(str(sample_folder), f"{BUCKET}/raw/", recursive=True)
+    """The sample download replica in the bucket as users copy it: PetImages/ and the loose files beside it."""
+    root = sample_folder.parent
+    for directory, _, names in os.walk(root):
+        for name in names:
+            relpath = os.path.relpath(os.path.join(directory, name), root)
+            gcs.put_file(os.path.join(directory, name), f"{BUCKET}/raw/{relpath}")
     return f"gs://{BUCKET}/raw"
 
 
@@ -54,6 +59,8 @@ def test_build_from_gs_to_gs_equals_local_build(gcs, raw_on_gcs, sample_folder, 
     local_report = build_folder(sample_folder.parent, tmp_path / "local", num_shards=2)
     gs_report = build_folder(raw_on_gcs, f"gs://{BUCKET}/datasets/catsdogs", num_shards=2, threads=3)
     assert gs_report == local_report
+    skipped = {item["path"]: item["reason"] for item in gs_report["skipped"]}
+    assert skipped["CDLA-Permissive-2.0.pdf"] == skipped["readme[1].txt"] == "skipped: outside the data folder PetImages"
 
     names = sorted(os.listdir(tmp_path / "local"))
     remote = sorted(p.rsplit("/", 1)[1] for p in gcs.find(f"{BUCKET}/datasets/catsdogs"))
@@ -92,3 +99,27 @@ def test_keras_file_on_gs_builds_to_gs(gcs, tmp_path):
     assert report["splits"] == {"train": 6, "validation": 2, "test": 3}
     metadata = json.loads(gcs.cat_file(f"{BUCKET}/datasets/mnist/metadata.json"))
     assert metadata["source"]["path"] == f"gs://{BUCKET}/keras/mnist.npz"
+
+
+def test_loose_files_around_the_wrapper_are_listed_alike_in_a_bucket(gcs, tmp_path):
+    relpaths = ["kaggle/CDLA-Permissive-2.0.pdf", "kaggle/readme[1].txt", "kaggle/stray.jpg",
+                "kaggle/PetImages/manifest.json", "kaggle/PetImages/Cat/1.jpg", "kaggle/PetImages/Dog/2.jpg"]
+    for relpath in relpaths:
+        (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relpath).write_bytes(b"x")
+        gcs.pipe_file(f"{BUCKET}/listing/{relpath}", b"x")
+
+    def described(listing):
+        return sorted((e.relpath, e.label, e.skip) for e in listing.entries)
+
+    local = folders.list_input(str(tmp_path / "kaggle"), "catsdogs")
+    remote = folders.list_input(f"gs://{BUCKET}/listing/kaggle", "catsdogs")
+    assert described(remote) == described(local) == [
+        ("CDLA-Permissive-2.0.pdf", None, "skipped: outside the data folder PetImages"),
+        ("PetImages/Cat/1.jpg", 0, None),
+        ("PetImages/Dog/2.jpg", 1, None),
+        ("PetImages/manifest.json", None, "skipped: not inside a class folder"),
+        ("readme[1].txt", None, "skipped: outside the data folder PetImages"),
+        ("stray.jpg", None, "skipped: outside the data folder PetImages"),
+    ]
+    assert [e.path for e in remote.entries][0] == f"gs://{BUCKET}/listing/kaggle/CDLA-Permissive-2.0.pdf"
