@@ -139,19 +139,23 @@ def decode(data: bytes, options: ImageOptions) -> DecodedImage:
                             "(decompression-bomb guard; raise --max_pixels to accept it)")
     source_format = image.format
     warning = None
+    # From the original size: the draft-reduced size below would round to a pixel more or less on some photos.
+    size = target_size(width, height, options)
     try:
         if source_format in ("JPEG", "MPO"):
             # DCT-domain downscaling: decodes at 1/2..1/8 size when the target is that much smaller.
-            image.draft(None, target_size(width, height, options))
+            image.draft(None, size)
         image.load()
     except Exception as e:
         raise RejectedImage(f"truncated or corrupt image data ({source_format}): {e}") from None
+    stored_as = image.size
     try:
         ImageOps.exif_transpose(image, in_place=True)  # In place: no copy of the common unrotated image.
     except Exception as e:  # Malformed EXIF must not cost an otherwise good image; the report lists it.
         warning = f"EXIF orientation unreadable, kept as stored: {e}"
+    if image.size != stored_as:  # Turned a quarter by its EXIF orientation (target_size commutes with that).
+        size = size[::-1]
     image = _to_mode(image, options.channels)
-    size = target_size(image.width, image.height, options)
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR)
     return DecodedImage(image=image, source_format=source_format, warning=warning)

@@ -107,6 +107,17 @@ def test_twelve_megapixel_photo_passes():
     assert decoded.pixels.shape == (256, 341, 3)
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_stored_size_comes_from_the_original_size_not_the_draft_reduced_one(orientation):
+    # JPEG draft mode decodes 914x1201 at 1/2 scale, 457x601, whose shorter side scaled to 256 gives a long side
+    # of 337; the original's is 336.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = save(gradient(914, 1201), "JPEG", exif=exif.tobytes())
+    decoded = images.decode(data, images.ImageOptions(image_size=256))
+    assert decoded.image.size == ((256, 336) if orientation == 1 else (336, 256))
+
+
 @pytest.mark.parametrize("policy,size,expected", [
     ("shorter_side", 32, (48, 32)),
     ("shorter_side", 100, (60, 40)),  # Never upscales.
