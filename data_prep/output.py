@@ -3,7 +3,8 @@
 A build writes into a hidden sibling `.NAME.incomplete-<id>` and renames it to NAME
 only after every shard, the metadata and the report are written and the counts
 reconcile. Killing the job at any moment therefore leaves the previous dataset (or
-none) at NAME; a stale sibling from a killed run is safe to delete.
+none) at NAME; the next build removes the siblings that no running build owns
+(data_prep/ownership.py).
 
 Object storage (gs://) has no rename: there the commit deletes the old dataset's
 marker files first, copies the new files, and writes the markers last, so a reader
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import posixpath
 import tempfile
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from data_prep import pipeline, schema
+from data_prep import ownership, pipeline, schema
 
 
 class OutputError(ValueError):
@@ -49,16 +49,16 @@ class AtomicOutput:
         self.fs, path = fsspec.core.url_to_fs(output_dir)
         self.path = path.rstrip("/")
         parent, base = posixpath.split(self.path)
-        stale = self.fs.glob(posixpath.join(parent, f".{base}.incomplete-*"))
-        if stale:
-            logging.warning("Leftovers of interrupted builds (safe to delete): %s", ", ".join(stale))
+        ownership.remove_abandoned(self.fs, posixpath.join(parent, f".{base}.incomplete-*"))
         self.temp_path = posixpath.join(parent, f".{base}.incomplete-{uuid.uuid4().hex[:12]}")
         self._replaced = posixpath.join(parent, f".{base}.replaced-{uuid.uuid4().hex[:12]}")
         self.fs.makedirs(self.temp_path, exist_ok=True)
+        self._heartbeat = ownership.Heartbeat(self.fs, self.temp_path)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self.temp_url = self.temp_path if self.is_local else self.fs.unstrip_protocol(self.temp_path)
 
     def commit(self) -> None:
+        self._heartbeat.stop()
         if not self.is_local:
             self._commit_by_copies()
         elif self.fs.exists(self.path):
@@ -81,6 +81,7 @@ class AtomicOutput:
         self.fs.rm(self.temp_path, recursive=True)
 
     def abort(self) -> None:
+        self._heartbeat.stop()
         if self.fs.exists(self.temp_path):
             self.fs.rm(self.temp_path, recursive=True)
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST_BEAM_ARGS, build_folder, free_ports
 from keras_files import write_mnist_npz
 
-from data_prep import driver, folders
+from data_prep import driver, folders, ownership
 
 BUCKET = "imgcls-test"
 
@@ -123,3 +123,16 @@ def test_loose_files_around_the_wrapper_are_listed_alike_in_a_bucket(gcs, tmp_pa
         ("stray.jpg", None, "skipped: outside the data folder PetImages"),
     ]
     assert [e.path for e in remote.entries][0] == f"gs://{BUCKET}/listing/kaggle/CDLA-Permissive-2.0.pdf"
+
+
+def test_leftovers_in_a_bucket_are_judged_by_their_heartbeat(gcs):
+    directory = f"{BUCKET}/datasets/.gone.incomplete-0123"
+    gcs.pipe_file(f"{directory}/{ownership.OWNER_FILE}", json.dumps({"host": "another-host", "pid": 1}).encode())
+    gcs.pipe_file(f"{directory}/_work/manifest.jsonl", b"{}\n")
+    now = time.time()
+    assert ownership.abandoned_reason(gcs, directory, now=now) is None
+    assert "has shown no sign of life for 17 minutes" in ownership.abandoned_reason(
+        gcs, directory, now=now + ownership.ABANDONED_AFTER_S + 120)
+    gcs.rm(f"{directory}/{ownership.OWNER_FILE}")  # Left by an older data_prep: judged by its newest object.
+    assert ownership.abandoned_reason(gcs, directory, now=now) is None
+    assert ownership.abandoned_reason(gcs, directory, now=now + ownership.ABANDONED_AFTER_S + 120)
