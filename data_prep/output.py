@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from data_prep import ownership, pipeline, schema
+from data_prep import logs, ownership, pipeline, schema
 
 
 class OutputError(ValueError):
@@ -153,7 +153,7 @@ def write_metadata(dataset_dir: str, results: Results, features, metadata: dict[
     the shard file names; so it writes into a local staging folder holding empty files of those names, and the
     result is copied with fsspec.
     """
-    import tensorflow_datasets as tfds  # Heavy; only the driver needs it, once.
+    tfds = logs.import_tensorflow_datasets()
 
     split_infos, splits = [], {}
     for split in ordered_splits(list(results.shards)):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import fsspec
 
-from data_prep import example_proto
+from data_prep import example_proto, logs
 
 if TYPE_CHECKING:  # Beam workers import this module: TensorFlow is imported only where it is used.
     import tensorflow as tf
@@ -57,7 +57,7 @@ def shard_filename(name: str, split: str, index: int, count: int) -> str:
 def tfds_features(class_names: Sequence[str], image_format: str, channels: int,
                   coarse_class_names: Sequence[str] | None = None):
     """The TFDS FeaturesDict describing exactly the keys `serialize_example` writes."""
-    import tensorflow_datasets as tfds  # Heavy import; only the metadata writer needs it.
+    tfds = logs.import_tensorflow_datasets()
 
     features = {
         IMAGE: tfds.features.Image(shape=(None, None, channels), encoding_format=image_format),

@@ -1,0 +1,78 @@
+"""Library notices are kept out of what users see; real warnings and errors are not."""
+import errno
+import logging
+import os
+import subprocess
+import sys
+
+from absl import logging as absl_logging
+
+from data_prep import logs
+
+# What TensorFlow 2.21 prints at start-up on a CPU-only machine (oneDNN on), verbatim.
+NOTICES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    "I0000 00:00:1796043915.570381   26097 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders. To turn "
+    "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n",
+    "I0000 00:00:1796043915.570702   26097 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    "not be used.\n",
+    "I0000 00:00:1796043915.625232   26097 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    "available CPU instructions in performance-critical operations.\n",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
+    "appropriate compiler flags.\n",
+]
+CUINIT = ("E0000 00:00:1796043917.599164   26097 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+          "Failed call to cuInit: UNKNOWN ERROR (303)\n")
+
+
+def test_only_the_known_notices_are_dropped():
+    assert all(logs._is_notice(line, has_gpu_driver=False) for line in NOTICES + [CUINIT])
+    assert not logs._is_notice(CUINIT, has_gpu_driver=True), "with a GPU driver, a failed cuInit is a real error"
+    for real in ("E0000 00:00:1.0  1 op_kernel.cc:1] OP_REQUIRES failed: out of memory\n",
+                 "W0000 00:00:1.0  1 cpu_allocator_impl.cc:83] Allocation exceeds 10% of free system memory.\n",
+                 "UserWarning: something a user must know\n"):
+        assert not logs._is_notice(real, has_gpu_driver=False)
+
+
+def test_starting_tensorflow_prints_no_notice_but_replays_what_else_reached_stderr():
+    code = ("import os; from data_prep import logs\n"
+            "with logs._stderr_without_notices():\n"
+            f"    os.write(2, {''.join(NOTICES).encode()!r})\n"
+            "    os.write(2, b'a real problem\\n')\n"
+            "import trainer\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "a real problem\n" in result.stderr
+    assert not [line for line in result.stderr.splitlines(keepends=True) if logs._is_notice(line, False)]
+
+
+def test_tensorflow_info_lines_are_dropped_and_ours_kept(caplog):
+    logs.hide_library_noise()
+    tf_file = os.path.join(logs._chatty_library_dirs()[0], "python", "checkpoint", "functional_saver.py")
+
+    def record(level, pathname):
+        return absl_logging.get_absl_logger().makeRecord("absl", level, pathname, 1, "message", (), None)
+
+    assert not logs._not_library_info(record(logging.INFO, tf_file))
+    assert logs._not_library_info(record(logging.WARNING, tf_file))
+    assert logs._not_library_info(record(logging.INFO, logs.__file__))
+    with caplog.at_level(logging.INFO):
+        absl_logging.info("ours")
+    assert [(r.getMessage(), r.filename) for r in caplog.records] == [("ours", "test_logs.py")]
+
+
+def test_out_of_space_is_recognised_however_a_runner_wraps_it():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert logs.is_out_of_space(full)
+    assert logs.is_out_of_space(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Spill']"))
+    try:
+        try:
+            raise full
+        except OSError:
+            raise RuntimeError("wrapped")
+    except RuntimeError as wrapped:
+        assert logs.is_out_of_space(wrapped)
+    assert not logs.is_out_of_space(OSError(errno.EACCES, "Permission denied"))
+    assert not logs.is_out_of_space(ValueError("bad"))
