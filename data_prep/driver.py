@@ -15,11 +15,12 @@ import time
 from typing import Any, Callable, Sequence
 
 import apache_beam as beam
+import fsspec
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, output, pipeline
-from data_prep import schema
+from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, logs, output
+from data_prep import pipeline, schema
 
 FOLDER_DATASETS = ("catsdogs", "imagefolder")
 DATASETS = FOLDER_DATASETS + keras_sources.DATASETS
@@ -184,6 +185,7 @@ class _Source:
     class_names: Sequence[str]
     metadata: dict[str, Any]  # Source-specific fields of metadata.json.
     coarse_class_names: Sequence[str] | None = None
+    input_bytes: int | None = None  # Size of the raw input, where known: bounds the space a build needs.
 
 
 def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
@@ -232,11 +234,41 @@ def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
         report["splits"] = {s: v["num_examples"] for s, v in metadata[schema.META_SPLITS].items()}
         output.write_json(posixpath.join(target.temp_url, schema.REPORT_FILE), report)
         target.commit()
-    except BaseException:
+    except BaseException as e:
+        full = out_of_space_message(e, common.output_dir, target.temp_url, source.input_bytes)
         target.abort()
+        if full:
+            raise UserError(full) from None
         raise
     log_summary(common.output_dir, report)
     return report
+
+
+def out_of_space_message(error: BaseException, output_dir: str, temp_url: str,
+                         input_bytes: int | None) -> str | None:
+    """One line for a full disk: where, and about how much room the build needs; None for any other error.
+
+    A build holds its spill files (every stored image) and then the shards (the same bytes again) beside
+    --output_dir, so it needs about twice the stored images; resized photos store smaller than their files.
+    """
+    if not logs.is_out_of_space(error):
+        return None
+    fs, path = fsspec.core.url_to_fs(temp_url)
+    try:
+        written = f"; it had written {_size(fs.du(path))} when the disk filled"
+    except OSError:
+        written = ""
+    bound = f", at most about {_size(2 * input_bytes)} for this input" if input_bytes else ""
+    return (f"no space left on the device holding --output_dir={output_dir}: a build needs room beside it for its "
+            f"spill files and then the shards, about twice the size of the stored images{bound}{written}. Free "
+            "space there or choose another --output_dir; the partial build was removed.")
+
+
+def _size(num_bytes: float) -> str:
+    """Decimal units, as `df -H` shows them."""
+    units = ("bytes", "KB", "MB", "GB", "TB")
+    exponent = min(int(math.log10(max(num_bytes, 1)) // 3), len(units) - 1)
+    return f"{num_bytes / 1000 ** exponent:.{1 if exponent else 0}f} {units[exponent]}"
 
 
 def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *, layout: str = "auto",
@@ -265,7 +297,7 @@ def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *,
 
     return _run(_Source(
         dataset=dataset, total=len(listing.entries), read=read, split_spec=split_spec, image_options=image_options,
-        class_names=listing.class_names,
+        class_names=listing.class_names, input_bytes=listing.num_bytes,
         metadata={"kind": dataset, "input": input_dir, "layout": listing.layout,
                   "split": "from folders" if listing.layout == "split_folders" else split}), common)
 

@@ -52,10 +52,12 @@ class Listing:
     layout: str
     class_names: tuple[str, ...]
     entries: tuple[ManifestEntry, ...]
+    num_bytes: int = 0  # Of every file listed (links: their targets').
 
 
-def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[str], dict[str, str]]:
-    """Every file name under `input_dir` (relative, sorted), and why each one that is not a regular file is skipped.
+def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[str], dict[str, str], int]:
+    """Every file name under `input_dir` (relative, sorted), why each one that is not a regular file is skipped,
+    and the listed files' total size.
 
     Links to files are followed; links to folders are not (a link back up would loop). Nothing is opened here:
     a named pipe would block its reader forever.
@@ -71,7 +73,7 @@ def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[st
     for path, info in found.items():
         if info["type"] != "file" and (reason := _not_a_file_reason(fs, path, info["type"])):
             special[posixpath.relpath(path, root.rstrip("/"))] = reason
-    return fs, root, relpaths, special
+    return fs, root, relpaths, special, sum(info["size"] or 0 for info in found.values())
 
 
 def _not_a_file_reason(fs: fsspec.AbstractFileSystem, path: str, kind: str) -> str | None:
@@ -170,7 +172,7 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
     """
     if layout not in LAYOUTS:
         raise LayoutError(f"--layout={layout}: choose one of {LAYOUTS}")
-    fs, root, relpaths, special = _list_files(input_dir)
+    fs, root, relpaths, special, num_bytes = _list_files(input_dir)
     usable = [p for p in relpaths if p not in special]
     prefix = _unwrap(usable, functools.partial(_is_known_class, dataset=dataset, class_names=class_names))
     inner = {p: p[len(prefix):] for p in relpaths}
@@ -192,7 +194,7 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
     if _unusable(listing):
         raise LayoutError(f"--input_dir={input_dir}: no image is in a usable place for layout {listing.layout!r} "
                           f"(classes {list(listing.class_names)}); see --layout and --class_names")
-    return listing
+    return dataclasses.replace(listing, num_bytes=num_bytes)
 
 
 def _unusable(listing: Listing) -> bool:

@@ -1,4 +1,5 @@
 """End-to-end builds of raw folders: reconciliation, TFDS interop, determinism, splits, atomicity, CLI."""
+import errno
 import json
 import logging
 import os
@@ -361,3 +362,42 @@ def test_files_users_really_have_are_listed_and_never_hang_or_crash_the_command(
     stored = {ex[schema.FILENAME]: int(ex[schema.LABEL]) for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
     assert stored == {b"PetImages/Cat/1.png": 0, b"PetImages/Cat/caf\xe9.png": 0, b"PetImages/Dog/1.png": 1,
                       b"PetImages/Dog/linked.png": 1}
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_the_space_needed(tmp_path, sample_folder, monkeypatch):
+    def disk_full(self, example):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline.SpillRecords, "process", disk_full)
+    out = tmp_path / "out"
+    with pytest.raises(driver.UserError) as error:
+        build_folder(sample_folder.parent, out)
+    input_bytes = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(sample_folder.parent)
+                      for n in names)
+    message = str(error.value)
+    assert message.startswith(f"no space left on the device holding --output_dir={out}: a build needs room beside it "
+                              "for its spill files and then the shards, about twice the size of the stored images, "
+                              f"at most about {driver._size(2 * input_bytes)} for this input")
+    assert message.endswith("Free space there or choose another --output_dir; the partial build was removed.")
+    assert "\n" not in message and os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_really_full_disk_ends_the_command_in_one_line(tmp_path, sample_folder):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "data_prep.build", "--dataset=catsdogs", f"--input_dir={sample_folder.parent}",
+             f"--output_dir={disk / 'out'}", "--image_size=64", *FAST_BEAM_ARGS],
+            capture_output=True, text=True, timeout=180)
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1].startswith(
+            f"error: no space left on the device holding --output_dir={disk / 'out'}: a build needs room")
+        assert "Traceback" not in result.stderr, result.stderr
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
