@@ -1,5 +1,6 @@
 """Shared fixtures: small generated raw folders and datasets built from them."""
 import os
+import platform
 import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +14,17 @@ from data_prep import driver, images, sample_data  # noqa: E402
 
 # In-process runner: a test build of a few dozen images is dominated by worker start-up otherwise.
 FAST_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory")
+
+
+def pytest_report_header(config):
+    """What this run tested on: oneDNN's mode and the CPU's matrix units differ between machines."""
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    found = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags] or ["none of avx512f/bf16/amx"]
+    return (f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TensorFlow decides by CPU)')}; "
+            f"machine {platform.machine()}; CPU flags: {', '.join(found)}")
 
 
 def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_ARGS, layout="auto", class_names=None,
