@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-# What the zip holds beside PetImages/ (FIELD_NOTES.md, "The real cats/dogs download").
+# What kagglecatsanddogs_5340.zip holds beside PetImages/ (Microsoft's download of the Kaggle cats and dogs).
 DOWNLOAD_LOOSE_FILES = {
     "CDLA-Permissive-2.0.pdf": b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n1 0 obj <</Type /Catalog>> endobj\n%%EOF\n",
     "readme[1].txt": b"Thank you for downloading the Dogs vs. Cats dataset.\r\n",
