@@ -63,7 +63,6 @@ def test_report_matches_numpy_on_the_same_predictions(trained):
     info, images_, labels = _test_split(data_dir)
     probs = np.asarray(model(images_, training=False))[:, 0]  # One sigmoid unit: P(Dog).
     predicted = (probs > 0.5).astype(np.int64)
-    assert set(predicted) == {0, 1}  # Both classes predicted: every precision below is a number.
     confusion = _numpy_confusion(labels, predicted, 2)
     loss = -np.mean(np.log(np.where(labels == 1, probs, 1.0 - probs)))
 
@@ -76,10 +75,12 @@ def test_report_matches_numpy_on_the_same_predictions(trained):
     assert report["confusion_matrix"] == confusion.tolist()
     assert report["accuracy"] == pytest.approx(np.mean(predicted == labels)) == record["val_accuracy"]
     assert report["loss"] == pytest.approx(loss, rel=1e-4)
+    # The short training does not always predict both classes (its data order varies with thread timing); the
+    # precision of a class never predicted is null.
     for k, name in enumerate(["Cat", "Dog"]):
         true_positives = np.sum((predicted == k) & (labels == k))
         assert report["per_class"][name] == {
-            "precision": pytest.approx(true_positives / np.sum(predicted == k)),
+            "precision": pytest.approx(true_positives / np.sum(predicted == k)) if np.any(predicted == k) else None,
             "recall": pytest.approx(true_positives / np.sum(labels == k)),
             "support": int(np.sum(labels == k)), "predicted": int(np.sum(predicted == k))}
     with Image.open(model_dir / evaluate.REPORT_SUBDIR / "test_confusion_matrix.png") as plot:
