@@ -196,8 +196,8 @@ def test_kill_9_of_the_non_chief_ends_the_chief_and_restarting_both_finishes_the
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     """What a user relies on: the run stops with one line saying NaN or Inf at a step, and the last good
     checkpoint it names is kept, restorable and the newest. Which check fires, and at which step, is not asserted:
-    without oneDNN the loss of step 5 is NaN; with it a fused convolution + ReLU may turn the NaN inputs into 0,
-    so the loss stays finite and the NaN shows in the weights at the next save (step 6)."""
+    without oneDNN the loss of step 5 is NaN; with it a ReLU may turn the NaN into 0, so the loss stays finite
+    and the NaN shows in the weights at the next save (step 6)."""
     clean = make_data(8)
 
     def poisoned_input_fn(context):
