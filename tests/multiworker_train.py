@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -24,7 +25,7 @@ import ml_collections  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from configs import default  # noqa: E402
-from trainer import distribution, train  # noqa: E402
+from trainer import distribution, input_pipeline, train  # noqa: E402
 
 IMAGE_SHAPE = (16, 16, 1)
 
@@ -44,19 +45,22 @@ def make_arrays(num_examples: int, image_shape=IMAGE_SHAPE, num_classes: int = 2
 def make_data(global_batch_size: int, num_train: int = 64, num_eval: int = 33, image_shape=IMAGE_SHAPE,
               num_classes: int = 2) -> train.Data:
     """In-memory input functions with the input pipeline's contract: sharded per pipeline, train
-    repeated with full batches, eval one pass. With 2 replicas and batch 8, 33 eval examples end
-    in a step where one replica gets 1 example and the other none."""
+    repeated with full batches, eval one pass of full masked batches. With 2 replicas and batch 8,
+    33 eval examples end in a step where one replica gets 1 real example and the other none."""
     train_arrays = make_arrays(num_train, image_shape, num_classes, seed=1)
     eval_arrays = make_arrays(num_eval, image_shape, num_classes, seed=2)
 
     def input_fn(arrays, training):
         def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             batch_size = context.get_per_replica_batch_size(global_batch_size)
-            ds = tf.data.Dataset.from_tensor_slices(arrays).shard(context.num_input_pipelines,
-                                                                   context.input_pipeline_id)
+            num_pipelines = context.num_input_pipelines
+            ds = tf.data.Dataset.from_tensor_slices(arrays).shard(num_pipelines, context.input_pipeline_id)
             if training:
                 return ds.repeat().batch(batch_size, drop_remainder=True)
-            return ds.batch(batch_size)
+            largest = math.ceil(len(arrays[1]) / num_pipelines)  # Pipeline 0's share: the largest.
+            num_batches = input_pipeline.eval_batches_per_pipeline(
+                largest, batch_size, input_pipeline.replicas_per_pipeline(context))
+            return input_pipeline.pad_to_full_batches(ds, batch_size, num_batches)
         return fn
 
     return train.Data(num_classes=num_classes, input_shape=tuple(image_shape),

@@ -47,8 +47,9 @@ def _test_split(data_dir):
     info = input_pipeline.open_dataset(str(data_dir))
     input_fn = input_pipeline.make_input_fn(info, "test", training=False, image_size=(32, 32), global_batch_size=8,
                                             normalization="unit")
-    batches = list(input_fn(None).as_numpy_iterator())
-    return info, np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    images_, labels, mask = (np.concatenate(part) for part in zip(*input_fn(None).as_numpy_iterator()))
+    real = mask > 0
+    return info, images_[real], labels[real]
 
 
 def _numpy_confusion(labels, predicted, num_classes):
@@ -62,7 +63,6 @@ def test_report_matches_numpy_on_the_same_predictions(trained):
     info, images_, labels = _test_split(data_dir)
     probs = np.asarray(model(images_, training=False))[:, 0]  # One sigmoid unit: P(Dog).
     predicted = (probs > 0.5).astype(np.int64)
-    assert set(predicted) == {0, 1}  # Both classes predicted: every precision below is a number.
     confusion = _numpy_confusion(labels, predicted, 2)
     loss = -np.mean(np.log(np.where(labels == 1, probs, 1.0 - probs)))
 
@@ -75,10 +75,12 @@ def test_report_matches_numpy_on_the_same_predictions(trained):
     assert report["confusion_matrix"] == confusion.tolist()
     assert report["accuracy"] == pytest.approx(np.mean(predicted == labels)) == record["val_accuracy"]
     assert report["loss"] == pytest.approx(loss, rel=1e-4)
+    # The short training does not always predict both classes (its data order varies with thread timing); the
+    # precision of a class never predicted is null.
     for k, name in enumerate(["Cat", "Dog"]):
         true_positives = np.sum((predicted == k) & (labels == k))
         assert report["per_class"][name] == {
-            "precision": pytest.approx(true_positives / np.sum(predicted == k)),
+            "precision": pytest.approx(true_positives / np.sum(predicted == k)) if np.any(predicted == k) else None,
             "recall": pytest.approx(true_positives / np.sum(labels == k)),
             "support": int(np.sum(labels == k)), "predicted": int(np.sum(predicted == k))}
     with Image.open(model_dir / evaluate.REPORT_SUBDIR / "test_confusion_matrix.png") as plot:
@@ -99,11 +101,18 @@ def test_training_exports_the_evaluated_model(trained):
 
 
 def test_two_replicas_report_the_same_as_one_device(trained, tmp_path):
-    """23 examples in global batches of 22 on 2 replicas: the last step gives one replica 1 example, the other none."""
+    """23 examples in global batches of 22 on 2 replicas: in the last step one replica gets 1 real example, the
+    other none. Runs under the oneDNN setting of the test process (TF_ENABLE_ONEDNN_OPTS), where a convolution
+    on an empty batch fails: the second replica must get a full batch of padding instead."""
     data_dir, model_dir, _, _ = trained
     with open(model_dir / evaluate.REPORT_SUBDIR / "test.json") as f:
         one_device = json.load(f)
     assert one_device["num_examples"] == 23
+    info = input_pipeline.open_dataset(str(data_dir))
+    input_fn = input_pipeline.make_input_fn(info, "test", training=False, image_size=(32, 32), global_batch_size=22,
+                                            normalization="unit")
+    two_replicas_input = input_fn(tf.distribute.InputContext(num_replicas_in_sync=2))
+    assert [int(mask.sum()) for _, _, mask in two_replicas_input.as_numpy_iterator()] == [11, 11, 1, 0]
     copy = tmp_path / "run"
     shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(evaluate.REPORT_SUBDIR))
     result = subprocess.run(

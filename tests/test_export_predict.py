@@ -92,6 +92,35 @@ def test_serving_signature_matches_the_keras_model_on_encoded_images(
     reloaded = keras.models.load_model(tmp_path / "export" / export.KERAS_FILE)
     np.testing.assert_array_equal(np.asarray(reloaded(normalized, training=False)), keras_outputs)
 
+    empty = predict.load(saved_model)(**{predict.INPUT: tf.constant([], tf.string)})
+    assert {k: (v.shape.as_list(), v.dtype) for k, v in empty.items()} == {
+        predict.PROBABILITIES: ([0, len(class_names)], tf.float32), predict.CLASSES: ([0, len(class_names)], tf.string),
+        predict.TOP_CLASS: ([0], tf.string), predict.TOP_PROBABILITY: ([0], tf.float32)}
+
+
+class _FailsOnEmptyBatches(keras.Model):
+    """A classifier that fails when run on an empty batch, as a convolution does under oneDNN."""
+
+    def __init__(self):
+        super().__init__(name="fails_on_empty_batches")
+        self.head = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, images):
+        tf.debugging.assert_positive(tf.shape(images)[0], message="the model ran on an empty batch")
+        return self.head(tf.reshape(images, [-1, SIZE * SIZE * 3]))
+
+
+def test_serving_never_runs_the_model_on_an_empty_request():
+    model = _FailsOnEmptyBatches()
+    model(tf.zeros([1, SIZE, SIZE, 3]))
+    serve = tf.function(export.serving_function(model, class_names="abc", image_size=(SIZE, SIZE), channels=3,
+                                                normalize=lambda images: tf.cast(images, tf.float32)))
+    assert serve(tf.constant([], tf.string))[predict.PROBABILITIES].shape == (0, 3)
+    one = serve(tf.constant([_encode(_pixels(0, SIZE, SIZE, 3), "PNG")]))
+    assert one[predict.PROBABILITIES].shape == (1, 3) and one[predict.TOP_CLASS].shape == (1,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the model ran on an empty batch"):
+        model(tf.zeros([0, SIZE, SIZE, 3]))  # The guard above is live.
+
 
 def test_export_refuses_a_model_of_another_dataset(tmp_path):
     model = models.build_model("lenet5", (SIZE, SIZE, 3), 3)

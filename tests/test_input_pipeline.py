@@ -83,17 +83,25 @@ def toy(tmp_path_factory) -> input_pipeline.DatasetInfo:
     return input_pipeline.open_dataset(write_dataset(root, {"train": [8, 6, 7, 5], "validation": [4, 3]}))
 
 
-def _batches(info, split, *, pipelines=1, pipeline_id=0, replicas=1, take=None, **kwargs):
+def _batches(info, split, *, pipelines=1, pipeline_id=0, replicas=None, take=None, **kwargs):
+    """The batches of one input pipeline; by default each pipeline feeds one replica."""
     kwargs = {"training": False, "image_size": (SIZE, SIZE), "global_batch_size": 4, "normalization": "unit",
               **kwargs}
     context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline_id,
-                                         num_replicas_in_sync=replicas)
+                                         num_replicas_in_sync=replicas or pipelines)
     ds = input_pipeline.make_input_fn(info, split, **kwargs)(context)
     return list((ds.take(take) if take else ds).as_numpy_iterator())
 
 
+def _examples(batches):
+    """(image, label) of every real example: training batches have no mask, evaluation's padding has mask 0."""
+    for images, labels, *mask in batches:
+        real = mask[0] > 0 if mask else np.ones(len(labels), bool)
+        yield from zip(images[real], labels[real])
+
+
 def _indices(batches) -> list[int]:
-    return [_index_of(image * 255.0) for images, _ in batches for image in images]
+    return [_index_of(image * 255.0) for image, _ in _examples(batches)]
 
 
 @pytest.mark.parametrize("lengths,num_pipelines", [([4, 4, 4, 4], 1), ([4, 4, 4, 4], 2), ([4, 0, 3, 4, 4], 3),
@@ -110,9 +118,11 @@ def test_pipeline_shards_split_files_disjointly_or_fall_back_to_records(lengths,
 
 @pytest.mark.parametrize("pipelines", [1, 2, 3, 5])  # 5 pipelines > 4 files: record sharding.
 def test_eval_yields_every_example_once_in_a_fixed_order(toy, pipelines):
-    per_pipeline = [_indices(_batches(toy, "train", pipelines=pipelines, pipeline_id=i)) for i in range(pipelines)]
+    run = lambda i: _indices(_batches(toy, "train", pipelines=pipelines, pipeline_id=i,
+                                      global_batch_size=4 * pipelines))
+    per_pipeline = [run(i) for i in range(pipelines)]
     assert sorted(i for indices in per_pipeline for i in indices) == list(range(26))
-    assert _indices(_batches(toy, "train", pipelines=pipelines, pipeline_id=0)) == per_pipeline[0]
+    assert run(0) == per_pipeline[0]
 
 
 def test_empty_shards_are_skipped_and_every_pipeline_gets_data(tmp_path):
@@ -123,16 +133,49 @@ def test_empty_shards_are_skipped_and_every_pipeline_gets_data(tmp_path):
     assert sorted(first | second) == list(range(7)) and not first & second
 
 
-def test_eval_keeps_the_last_partial_batch_and_labels(toy):
+def test_eval_pads_the_last_batch_with_masked_zero_images(toy):
     batches = _batches(toy, "validation", global_batch_size=4)
-    assert [len(labels) for _, labels in batches] == [4, 3]
-    for images, labels in batches:
-        assert images.dtype == np.float32 and labels.dtype == np.int64
-        assert [i % 3 for i in _indices([(images, labels)])] == labels.tolist()
+    assert [mask.tolist() for _, _, mask in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    for images, labels, mask in batches:
+        assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == np.float32
+        assert labels.shape == (4,) and labels.dtype == np.int64 and mask.dtype == np.float32
+    assert [label for _, label in _examples(batches)] == [i % 3 for i in _indices(batches)]
+    images, labels, _ = batches[-1]
+    assert labels[-1] == 0 and not images[-1].any()  # A valid class, a zero image: any model runs on it.
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])  # 26 and 7 examples.
+@pytest.mark.parametrize("pipelines,replicas,global_batch_size", [
+    (1, 1, 4), (2, 2, 8), (3, 3, 12), (5, 5, 5),  # One replica per pipeline (multi-worker); 5 > 4 files.
+    (1, 2, 6), (2, 4, 12),  # Two replicas per pipeline (mirrored on each worker).
+])
+def test_eval_batches_are_full_and_the_same_number_on_every_pipeline(toy, split, pipelines, replicas,
+                                                                     global_batch_size):
+    per_pipeline = [_batches(toy, split, pipelines=pipelines, pipeline_id=i, replicas=replicas,
+                             global_batch_size=global_batch_size) for i in range(pipelines)]
+    per_replica, local_replicas = global_batch_size // replicas, replicas // pipelines
+    num_batches = len(per_pipeline[0])
+    assert [len(batches) for batches in per_pipeline] == [num_batches] * pipelines
+    assert num_batches % local_replicas == 0  # Every replica gets a batch in every step.
+    for images, labels, mask in (batch for batches in per_pipeline for batch in batches):
+        assert images.shape[0] == labels.shape[0] == mask.shape[0] == per_replica
+        assert set(mask.tolist()) <= {0.0, 1.0}
+    masks = np.stack([[mask for _, _, mask in batches] for batches in per_pipeline])
+    assert masks.sum() == toy.split_sizes[split]
+    assert masks[:, -local_replicas:].any(), "a whole step of padding: one step too many"
+    indices = [i for batches in per_pipeline for i in _indices(batches)]
+    assert sorted(indices) == list(range(26) if split == "train" else range(26, 33))
+
+
+def test_eval_batches_per_pipeline():
+    assert input_pipeline.eval_batches_per_pipeline(9, 4, 1) == 3
+    assert input_pipeline.eval_batches_per_pipeline(9, 4, 2) == 4  # 2 steps of 2 replicas.
+    assert input_pipeline.eval_batches_per_pipeline(8, 4, 2) == 2
+    assert input_pipeline.eval_batches_per_pipeline(1, 4, 8) == 8  # 7 replicas get only padding.
 
 
 def test_eval_output_is_the_plain_decode(toy):
-    images, labels = _batches(toy, "validation", global_batch_size=7)[0]
+    images, labels, _ = _batches(toy, "validation", global_batch_size=7)[0]
     for image in images:
         np.testing.assert_allclose(image * 255.0, _pixels(_index_of(image * 255.0)), atol=1e-3)
 
@@ -203,9 +246,9 @@ def test_affine_transforms_follow_the_projective_transform_convention():
 
 def test_normalizations_match_keras_and_the_metadata(toy):
     raw = np.stack([_pixels(i) for i in _indices(_batches(toy, "validation")[:1])]).astype(np.float32)
-    vgg16, _ = _batches(toy, "validation", normalization="vgg16")[0]
+    vgg16, *_ = _batches(toy, "validation", normalization="vgg16")[0]
     np.testing.assert_allclose(vgg16, keras.applications.vgg16.preprocess_input(raw.copy()), atol=1e-4)
-    dataset, _ = _batches(toy, "validation", normalization="dataset")[0]
+    dataset, *_ = _batches(toy, "validation", normalization="dataset")[0]
     stats = toy.statistics
     np.testing.assert_allclose(dataset, (raw - stats["mean"]) / stats["std"], rtol=1e-5, atol=1e-5)
     assert abs(float(dataset.mean())) < 0.5
@@ -216,10 +259,10 @@ def test_grey_jpegs_of_any_size_are_resized_and_become_rgb_for_vgg16(tmp_path):
                              sizes=lambda i: (20 + 3 * i, 30 - i))
     info = input_pipeline.open_dataset(data_dir)
     assert input_pipeline.output_channels(info, "vgg16") == 3 and input_pipeline.output_channels(info, "unit") == 1
-    images, _ = _batches(info, "train", image_size=(12, 10), normalization="vgg16", global_batch_size=6)[0]
+    images, *_ = _batches(info, "train", image_size=(12, 10), normalization="vgg16", global_batch_size=6)[0]
     assert images.shape == (6, 12, 10, 3)
     np.testing.assert_allclose(images[..., 0] + 103.939, images[..., 2] + 123.68, atol=1e-3)  # Grey: B == R.
-    unit, _ = _batches(info, "train", image_size=(12, 10), global_batch_size=6)[0]
+    unit, *_ = _batches(info, "train", image_size=(12, 10), global_batch_size=6)[0]
     assert unit.shape == (6, 12, 10, 1)
 
 
@@ -332,9 +375,9 @@ def test_reads_what_data_prep_builds(sample_dataset):
     data_dir, _ = sample_dataset
     info = input_pipeline.open_dataset(str(data_dir), verify_records=True)
     for split, size in info.split_sizes.items():
-        labels = np.concatenate([labels for pipeline in range(2)
-                                 for _, labels in _batches(info, split, pipelines=2, pipeline_id=pipeline,
-                                                           image_size=(48, 40))])
+        labels = np.array([label for pipeline in range(2)
+                           for _, label in _examples(_batches(info, split, pipelines=2, pipeline_id=pipeline,
+                                                              image_size=(48, 40)))])
         assert len(labels) == size and set(labels) <= set(range(info.num_classes))
     images, labels = _batches(info, "train", training=True, image_size=(48, 40), global_batch_size=8,
                               normalization="dataset", take=1)[0]

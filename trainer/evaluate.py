@@ -1,17 +1,20 @@
-"""Evaluation report of one split: loss, accuracy, per-class precision and recall, confusion matrix.
+"""Evaluation of one split: the masked pass that every evaluation runs, and the report of --mode=eval.
 
-Every replica counts a confusion matrix of its own examples and sums its losses;
-both are summed across replicas, as the training loop sums its metrics. A sum
-needs no gathering of per-example predictions (which would have to cope with
-uneven and empty last batches on some replicas), works the same under every
-strategy, and counts each example exactly once because the evaluation input
-yields each example once across all pipelines. Counts are float32 sums: exact up
-to 2**24 examples per cell.
+One pass (`make_evaluation_pass`) serves both the per-epoch val_loss/val_accuracy and
+the report: every replica sums the losses of its real examples (mask 1; the input
+pipeline pads its last batches with mask-0 examples so that no replica gets an
+empty batch) and counts a confusion matrix of them with the mask as weights; both
+are summed across replicas, as the training loop sums its metrics. A sum needs no
+gathering of per-example predictions, works the same under every strategy, and
+counts each example exactly once because the evaluation input yields each example
+once, unmasked, across all pipelines (checked against the split size). Counts are
+float32 sums: exact up to 2**24 examples per cell.
 
 Written by the chief under model_dir/eval/: `<split>.json` and `<split>_confusion_matrix.png`.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -26,7 +29,7 @@ REPORT_SUBDIR = "eval"
 MAX_ANNOTATED_CLASSES = 30  # Beyond this the plot shows colours only: counts would not be legible.
 
 PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (labels, model outputs) -> loss per example
-InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]  # Yields (images, labels, mask) batches.
 
 
 def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
@@ -37,29 +40,64 @@ def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
     return outputs
 
 
-def loss_and_confusion_matrix(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn,
-                              num_classes: int, per_example_loss: PerExampleLoss) -> tuple[float, np.ndarray]:
-    """One pass over `input_fn`: the summed loss and the confusion matrix (rows: true class, columns: predicted)."""
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """What one evaluation pass sums over the real examples of a split."""
+
+    loss_sum: float
+    confusion: np.ndarray  # int64 [true class, predicted class]
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.num_examples
+
+    @property
+    def accuracy(self) -> float:
+        return int(np.trace(self.confusion)) / self.num_examples
+
+
+def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *,
+                         num_classes: int, num_examples: int, per_example_loss: PerExampleLoss,
+                         ) -> Callable[[], Totals]:
+    """A function running one pass over `input_fn`'s `(images, labels, mask)` batches.
+
+    Built once and called as often as needed (every epoch), so the loop is traced once.
+    Raises RuntimeError when the unmasked examples are not `num_examples`.
+    """
     dataset = strategy.distribute_datasets_from_function(input_fn)
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, mask):
         outputs = model(images, training=False)
+        example_losses = per_example_loss(labels, outputs)
+        # tf.where, not a product: a non-finite output on a padding example must not reach the sum.
+        loss = tf.reduce_sum(tf.where(mask > 0, example_losses, tf.zeros_like(example_losses)))
         # argmax of (1-p, p) is class 1 exactly when p > 0.5, as in the training loop's accuracy.
         predicted = tf.argmax(class_probabilities(outputs), axis=-1)
-        return (tf.reduce_sum(per_example_loss(labels, outputs)),
-                tf.math.confusion_matrix(labels, predicted, num_classes=num_classes, dtype=tf.float32))
+        return loss, tf.math.confusion_matrix(labels, predicted, num_classes=num_classes, weights=mask,
+                                              dtype=tf.float32)
 
     @tf.function
     def count_all(dataset):
         loss, confusion = tf.constant(0.0), tf.zeros([num_classes, num_classes])
-        for batch in dataset:  # Replicas without data in the last step get empty batches.
+        for batch in dataset:
             batch_loss, batch_confusion = strategy.run(replica_step, args=batch)
             loss += strategy.reduce(tf.distribute.ReduceOp.SUM, batch_loss, axis=None)
             confusion += strategy.reduce(tf.distribute.ReduceOp.SUM, batch_confusion, axis=None)
         return loss, confusion
 
-    loss, confusion = count_all(dataset)
-    return float(loss.numpy()), confusion.numpy().astype(np.int64)
+    def evaluation_pass() -> Totals:
+        loss, confusion = count_all(dataset)
+        totals = Totals(float(loss.numpy()), confusion.numpy().astype(np.int64))
+        if totals.num_examples != num_examples:
+            raise RuntimeError(f"evaluation saw {totals.num_examples} examples, the split has {num_examples}: the "
+                               "eval input must yield every example exactly once.")
+        return totals
+
+    return evaluation_pass
 
 
 def make_report(confusion: np.ndarray, loss_sum: float, class_names: Sequence[str], *, split: str,
@@ -88,14 +126,12 @@ def make_report(confusion: np.ndarray, loss_sum: float, class_names: Sequence[st
 
 
 def evaluate_split(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *, num_examples: int,
-             class_names: Sequence[str], per_example_loss: PerExampleLoss, split: str,
-             checkpoint: str) -> dict[str, Any]:
+                   class_names: Sequence[str], per_example_loss: PerExampleLoss, split: str,
+                   checkpoint: str) -> dict[str, Any]:
     """The report of `model` on the split `input_fn` reads, which must hold `num_examples` examples."""
-    loss_sum, confusion = loss_and_confusion_matrix(strategy, model, input_fn, len(class_names), per_example_loss)
-    if confusion.sum() != num_examples:
-        raise RuntimeError(f"evaluation saw {confusion.sum()} examples, split {split!r} has {num_examples}: the "
-                           "eval input must yield every example exactly once.")
-    return make_report(confusion, loss_sum, class_names, split=split, checkpoint=checkpoint)
+    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names), num_examples=num_examples,
+                                  per_example_loss=per_example_loss)()
+    return make_report(totals.confusion, totals.loss_sum, class_names, split=split, checkpoint=checkpoint)
 
 
 def write_report(report: dict[str, Any], model_dir: str) -> tuple[str, str]:

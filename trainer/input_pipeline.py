@@ -5,6 +5,11 @@ One pipeline per `tf.distribute.InputContext` (for
 split, decodes and resizes once, caches the uint8 images, and for training
 shuffles, repeats and augments with stateless random ops so tf.data can run the
 maps in parallel and a (seed, pipeline, step) triple fixes the augmentation.
+
+Every batch has the full per-replica batch size, so no replica ever runs the model
+on an empty batch (oneDNN's convolution returns a wrongly shaped result for one)
+and shapes are static (as TPUs need). Evaluation pads the last batches with masked
+examples instead of dropping the remainder: see `pad_to_full_batches`.
 """
 from __future__ import annotations
 
@@ -148,16 +153,54 @@ def pipeline_shards(shard_lengths: Sequence[int], num_pipelines: int, pipeline_i
     return non_empty, True
 
 
+def pipeline_num_examples(shard_lengths: Sequence[int], num_pipelines: int, pipeline_id: int) -> int:
+    """How many examples the input pipeline `pipeline_id` reads (see `pipeline_shards`)."""
+    file_ids, by_record = pipeline_shards(shard_lengths, num_pipelines, pipeline_id)
+    count = sum(shard_lengths[i] for i in file_ids)
+    return len(range(pipeline_id, count, num_pipelines)) if by_record else count
+
+
+def replicas_per_pipeline(context: tf.distribute.InputContext) -> int:
+    """Replicas that take their batches from one input pipeline (the local devices of a worker)."""
+    return max(1, context.num_replicas_in_sync // context.num_input_pipelines)
+
+
+def eval_batches_per_pipeline(largest_pipeline_examples: int, per_replica_batch_size: int,
+                              local_replicas: int) -> int:
+    """Batches every evaluation pipeline yields: the same number for all of them, since synchronous replicas
+    step together; enough for the pipeline with the most examples; a multiple of the `local_replicas` a
+    pipeline feeds, so that each of them gets a batch in the last step too."""
+    steps = math.ceil(largest_pipeline_examples / (per_replica_batch_size * local_replicas))
+    return steps * local_replicas
+
+
+def pad_to_full_batches(examples: tf.data.Dataset, batch_size: int, num_batches: int) -> tf.data.Dataset:
+    """`num_batches` batches of `(images, labels, mask)` from unbatched `(image, label)` examples.
+
+    Every batch holds `batch_size` examples: after the real ones (mask 1.0) come padding examples
+    (a zero image of class 0, mask 0.0) that evaluation leaves out of every sum. `examples` must
+    fit (at most `batch_size * num_batches`); evaluation checks its count against the split.
+    """
+    image_spec, label_spec = examples.element_spec
+    padding = tf.data.Dataset.from_tensors(
+        (tf.zeros(image_spec.shape, image_spec.dtype), tf.zeros([], label_spec.dtype), tf.constant(0.0))).repeat()
+    real = examples.map(lambda image, label: (image, label, tf.constant(1.0)))
+    return real.concatenate(padding).take(batch_size * num_batches).batch(batch_size, drop_remainder=True)
+
+
 def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: tuple[int, int],
                   global_batch_size: int, normalization: str, seed: int = 0, cache: str = "auto",
                   deterministic: bool | None = None,
                   ) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
     """A dataset function for `strategy.distribute_datasets_from_function`.
 
-    Elements are `(images float32 [B, H, W, C], labels int64 [B])` with
-    B = the per-replica batch size. Training: infinite, shuffled, augmented with
-    `info.augmentation`, full batches only. Evaluation: one deterministic pass that,
-    across all input pipelines, yields every example exactly once.
+    Batches always hold B = the per-replica batch size examples. Training: elements
+    `(images float32 [B, H, W, C], labels int64 [B])`, infinite, shuffled, augmented
+    with `info.augmentation`, the remainder of each pass dropped. Evaluation: elements
+    `(images, labels, mask float32 [B])`, one deterministic pass that, across all input
+    pipelines, yields every example exactly once with mask 1.0, padded with mask-0.0
+    examples so that every pipeline yields the same number of full batches
+    (`eval_batches_per_pipeline`).
     `cache` is 'auto' (memory if the decoded pipeline part fits
     MEMORY_CACHE_BUDGET_BYTES), 'memory', 'none' or a directory for a file cache.
     `deterministic` defaults to `not training` (training order depends on thread timing).
@@ -184,9 +227,7 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
         batch_size = context.get_per_replica_batch_size(global_batch_size)
         num_pipelines, pipeline_id = context.num_input_pipelines, context.input_pipeline_id
         file_ids, by_record = pipeline_shards(lengths, num_pipelines, pipeline_id)
-        num_examples = sum(lengths[i] for i in file_ids)
-        if by_record:
-            num_examples = len(range(pipeline_id, num_examples, num_pipelines))
+        num_examples = pipeline_num_examples(lengths, num_pipelines, pipeline_id)
 
         ds = _read_records([paths[i] for i in file_ids], [lengths[i] for i in file_ids],
                            shuffle_seed=seed + pipeline_id if training and not by_record else None)
@@ -213,8 +254,10 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
 
             ds = ds.map(augment_and_normalize, num_parallel_calls=tf.data.AUTOTUNE)
         else:
-            ds = ds.batch(batch_size).map(lambda images, labels: (normalize(images), labels),
-                                          num_parallel_calls=tf.data.AUTOTUNE)
+            largest = max(pipeline_num_examples(lengths, num_pipelines, i) for i in range(num_pipelines))
+            num_batches = eval_batches_per_pipeline(largest, batch_size, replicas_per_pipeline(context))
+            ds = pad_to_full_batches(ds, batch_size, num_batches).map(
+                lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
     return input_fn

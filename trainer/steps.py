@@ -2,18 +2,19 @@
 
 The driver (trainer/train.py) decides when to call them and what to do with their results; these decide what one
 call computes: the per-example loss averaged over the global batch, the metric sums reduced across replicas, the
-optimizer that applies the gradients. Evaluation sums losses and correct predictions over every example exactly
-once, so a partial last batch (or a replica that gets no data) counts right. Kept apart from the driver so the
-benchmark (benchmarks/train_step.py) and the tests build the very step the trainer runs.
+optimizer that applies the gradients. Evaluation is trainer/evaluate.py's masked pass, the same one --mode=eval
+runs. Kept apart from the driver so the benchmark (benchmarks/train_step.py) and the tests build the very step the
+trainer runs.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 import keras
 import tensorflow as tf
 
-from trainer import models
+from trainer import evaluate, models
 
 if TYPE_CHECKING:
     from trainer.train import Data
@@ -101,27 +102,13 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimi
 
 def make_evaluator(strategy: tf.distribute.Strategy, model: keras.Model, data: Data,
                    ) -> Callable[[], dict[str, float]]:
-    """Loss and accuracy over one pass of the eval input: sums over all examples, divided by their count."""
-    binary = models.is_binary(model)
-    dataset = strategy.distribute_datasets_from_function(data.eval_input_fn)
+    """val_loss and val_accuracy over one pass of the eval input (see evaluate.make_evaluation_pass)."""
+    evaluation_pass = evaluate.make_evaluation_pass(
+        strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples,
+        per_example_loss=functools.partial(per_example_loss, binary=models.is_binary(model)))
 
-    def replica_step(images, labels):
-        probs = model(images, training=False)
-        return _sums(labels, probs, per_example_loss(labels, probs, binary), binary)
+    def evaluate_model() -> dict[str, float]:
+        totals = evaluation_pass()
+        return {"val_loss": totals.loss, "val_accuracy": totals.accuracy}
 
-    @tf.function
-    def eval_loop(dataset):
-        totals = _zeros()
-        for batch in dataset:  # Replicas without data in the last step get empty batches.
-            sums = _reduce(strategy, strategy.run(replica_step, args=batch))
-            totals = {k: totals[k] + sums[k] for k in totals}
-        return totals
-
-    def evaluate() -> dict[str, float]:
-        totals = {k: float(v.numpy()) for k, v in eval_loop(dataset).items()}
-        if int(totals["count"]) != data.eval_examples:
-            raise RuntimeError(f"evaluation saw {int(totals['count'])} examples, the split has "
-                               f"{data.eval_examples}: the eval input must yield every example exactly once.")
-        return {"val_loss": totals["loss"] / totals["count"], "val_accuracy": totals["correct"] / totals["count"]}
-
-    return evaluate
+    return evaluate_model

@@ -40,8 +40,8 @@ class Data:
 
     num_classes: int
     input_shape: tuple[int, int, int]
-    train_input_fn: InputFn | None  # Infinite, full global batches.
-    eval_input_fn: InputFn | None  # One pass over `eval_examples` examples.
+    train_input_fn: InputFn | None  # Infinite (images, labels), full per-replica batches.
+    eval_input_fn: InputFn | None  # One pass of full (images, labels, mask) batches; `eval_examples` unmasked.
     train_steps_per_epoch: int
     eval_examples: int
     class_names: tuple[str, ...] = ()  # For reports; empty: '0', '1', ...
