@@ -158,18 +158,18 @@ class _ProgressLogger(threading.Thread):
     def __init__(self, work_dir: str, total: int):
         super().__init__(daemon=True)
         self._work_dir, self._total = work_dir, total
-        self._stop = threading.Event()
+        self._stopped = threading.Event()  # Not `_stop`: threading.Thread._stop is called on every fork.
 
     def run(self):
         start = time.monotonic()
-        while not self._stop.wait(PROGRESS_INTERVAL_S):
+        while not self._stopped.wait(PROGRESS_INTERVAL_S):
             done = pipeline.read_progress(self._work_dir)
             rate = done / (time.monotonic() - start)
             logging.info("progress: %d / %d files (%.0f%%), %.1f files/s", done, self._total,
                          100 * done / max(self._total, 1), rate)
 
     def stop(self):
-        self._stop.set()
+        self._stopped.set()
 
 
 @dataclasses.dataclass(frozen=True)
