@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import create_runner
 
 from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, output, pipeline
 from data_prep import schema
@@ -66,6 +67,7 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     if not given("runner"):
         args.append("--runner=FnApiRunner")
     options = PipelineOptions(args)
+    load_runner(options.view_as(StandardOptions).runner)
     known = options.get_all_options()
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
     if unknown:
@@ -82,6 +84,16 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         elif direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
             direct.direct_num_workers = cores  # A mode asked for by name: a worker per core.
     return options
+
+
+def load_runner(name: str) -> None:
+    """Imports the runner's module before unknown flags are checked: some runners register their options only on
+    import (DaskRunner's --dask_client_address). Beam's own create_runner resolves the name (short names too)."""
+    try:
+        create_runner(name)  # Imports, then builds a runner that is dropped (cheap for all of Beam's).
+    except Exception as e:  # A module that is missing or fails to import, or a name Beam does not know.
+        message = " ".join(str(e).split())
+        raise UserError(f"--runner={name}: cannot load this runner: {type(e).__name__}: {message}") from None
 
 
 def local_workers(options: PipelineOptions) -> int:

@@ -16,6 +16,8 @@ import time
 import pytest
 from conftest import build_folder, free_ports
 
+from data_prep import driver
+
 VENV_BIN = os.path.dirname(sys.executable)
 START_TIMEOUT_S = 60
 
@@ -113,3 +115,29 @@ def test_portable_runner_with_external_workers_builds_byte_identical_output(
     assert (f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
             f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
             f"skipped={counts['skipped']}") in [r.getMessage() for r in caplog.records]
+
+
+def test_a_runner_given_by_module_path_gets_the_options_its_module_registers():
+    flag = "--cluster_address=tcp://scheduler:8786"
+    assert "runner_with_options" not in sys.modules, "its options would already be registered"
+    with pytest.raises(driver.UserError, match="unknown flag.*--cluster_address"):
+        driver.pipeline_options([flag])
+    options = driver.pipeline_options(["--runner=runner_with_options.ClusterRunner", flag])
+    assert options.get_all_options()["cluster_address"] == "tcp://scheduler:8786"
+
+
+@pytest.mark.parametrize("name,message", [
+    ("no_such_package.ClusterRunner", "ModuleNotFoundError: No module named 'no_such_package'"),
+    ("apache_beam.runners.portability.portable_runner.NoSuchRunner", "AttributeError"),
+    ("Flinkk", "Unexpected pipeline runner: Flinkk"),
+])
+def test_a_runner_that_cannot_be_loaded_is_one_line_naming_the_flag(name, message):
+    with pytest.raises(driver.UserError) as error:
+        driver.pipeline_options([f"--runner={name}"])
+    assert str(error.value).startswith(f"--runner={name}: cannot load this runner: ")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["portable", "Flink", "SparkRunner", "direct"])
+def test_beams_short_runner_names_are_loaded_as_beam_resolves_them(name):
+    assert driver.pipeline_options([f"--runner={name}"]).get_all_options()["runner"] == name
