@@ -262,7 +262,7 @@ def test_a_fork_after_a_build_prints_no_error(tmp_path):
     script = textwrap.dedent(f"""
         import os
         from data_prep import driver
-        logger = driver._ProgressLogger({str(tmp_path)!r}, 1)
+        logger = driver._ProgressLogger({str(tmp_path)!r}, {str(tmp_path)!r}, 1)
         logger.start()
         logger.stop()
         pid = os.fork()
