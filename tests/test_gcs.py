@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST_BEAM_ARGS, build_folder, free_ports
 from keras_files import write_mnist_npz
 
-from data_prep import driver
+from data_prep import driver, pipeline
 
 BUCKET = "imgcls-test"
 
@@ -92,3 +92,12 @@ def test_keras_file_on_gs_builds_to_gs(gcs, tmp_path):
     assert report["splits"] == {"train": 6, "validation": 2, "test": 3}
     metadata = json.loads(gcs.cat_file(f"{BUCKET}/datasets/mnist/metadata.json"))
     assert metadata["source"]["path"] == f"gs://{BUCKET}/keras/mnist.npz"
+
+
+def test_shard_files_written_by_workers_are_counted_past_the_listing_cache(gcs):
+    """The stall check counts shards the workers begin; gcsfs would otherwise answer from its first listing."""
+    directory = f"{BUCKET}/counting"
+    gcs.pipe(f"{directory}/_work/manifest.jsonl", b"")
+    assert pipeline.count_shard_files(f"gs://{directory}") == 0
+    gcs.pipe(f"{directory}/catsdogs-train.tfrecord-00000-of-00001", b"")  # Another client, as a worker is.
+    assert pipeline.count_shard_files(f"gs://{directory}") == 1
