@@ -206,7 +206,7 @@ def test_workers_without_beam_fail_the_build_within_the_stall_timeout(
         build_folder(sample_folder.parent, datasets / "out", beam_args=pool.beam_args, stall_timeout_s=stall_timeout_s)
     assert stall_timeout_s < time.monotonic() - start < stall_timeout_s + 20
     message = str(error.value)
-    files = sum(len(names) for _, _, names in os.walk(sample_folder))
+    files = sum(len(names) for _, _, names in os.walk(sample_folder.parent))
     assert message.startswith("--runner=PortableRunner: no file processed and no shard begun for ")
     assert f"0 / {files} files done" in message and "their Python has apache_beam" in message and "\n" not in message
     assert "No module named 'apache_beam'" in pool.log_path.read_text()
