@@ -28,6 +28,10 @@ _AUGMENTATION = flags.DEFINE_list(
     "augmentation", [], "Overrides of the recorded training-time augmentation policy, e.g. rotation=0.05,zoom=0.")
 _AUGMENT_COPIES = flags.DEFINE_integer("augment_copies", 0, "Offline-augmented copies of each training example.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the offline augmentation.")
+_STALL_TIMEOUT_S = flags.DEFINE_float(
+    "stall_timeout_s", driver.STALL_TIMEOUT_S, "Cancel and fail a job that processes no file and begins no shard for "
+    "this long (0: never), such as one whose workers died or lack Beam; the default allows for Dataflow's worker "
+    "start-up. Runners other than the local ones only.", lower_bound=0)
 # Raw image folders.
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "catsdogs/imagefolder: raw image folder (local path or gs://).")
 _LAYOUT = flags.DEFINE_enum("layout", "auto", folders.LAYOUTS, "Input folder layout.")
@@ -58,7 +62,8 @@ def _build(argv: Sequence[str]) -> None:
     common = driver.CommonOptions(
         output_dir=_OUTPUT_DIR.value, overwrite=_OVERWRITE.value, name=_NAME.value, shard_size_mb=_SHARD_SIZE_MB.value,
         num_shards=_NUM_SHARDS.value, policy=driver.augmentation_policy(_DATASET.value, _AUGMENTATION.value),
-        augment_copies=_AUGMENT_COPIES.value, seed=_SEED.value, beam_args=argv[1:])
+        augment_copies=_AUGMENT_COPIES.value, seed=_SEED.value, beam_args=argv[1:],
+        stall_timeout_s=_STALL_TIMEOUT_S.value)
     if _DATASET.value not in driver.FOLDER_DATASETS:
         driver.build_keras_dataset(_DATASET.value, common, input_path=_INPUT.value,
                                    validation_size=_VALIDATION_SIZE.value)

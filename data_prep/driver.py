@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 import apache_beam as beam
 import fsspec
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import create_runner
 
 from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, logs, output
 from data_prep import pipeline, schema
@@ -25,6 +26,10 @@ from data_prep import pipeline, schema
 FOLDER_DATASETS = ("catsdogs", "imagefolder")
 DATASETS = FOLDER_DATASETS + keras_sources.DATASETS
 PROGRESS_INTERVAL_S = 10.0
+# A job that processes no file and begins no shard for this long is cancelled: several times Dataflow's worker start-up
+# (3-5 min, a few more when --setup_file pip-installs TensorFlow), and under the hour after which Dataflow itself fails
+# a job with no worker activity. Once started, a healthy job shows work every few seconds to minutes.
+STALL_TIMEOUT_S = 1800.0
 
 
 class UserError(Exception):
@@ -44,6 +49,7 @@ class CommonOptions:
     augment_copies: int = 0
     seed: int = 0
     beam_args: Sequence[str] = ()
+    stall_timeout_s: float = STALL_TIMEOUT_S  # 0: wait for the job however long it shows no work.
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner")
@@ -67,6 +73,7 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     if not given("runner"):
         args.append("--runner=FnApiRunner")
     options = PipelineOptions(args)
+    load_runner(options.view_as(StandardOptions).runner)
     known = options.get_all_options()
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
     if unknown:
@@ -83,6 +90,16 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
         elif direct.direct_running_mode != "in_memory" and not given("direct_num_workers"):
             direct.direct_num_workers = cores  # A mode asked for by name: a worker per core.
     return options
+
+
+def load_runner(name: str) -> None:
+    """Imports the runner's module before unknown flags are checked: some runners register their options only on
+    import (DaskRunner's --dask_client_address). Beam's own create_runner resolves the name (short names too)."""
+    try:
+        create_runner(name)  # Imports, then builds a runner that is dropped (cheap for all of Beam's).
+    except Exception as e:  # A module that is missing or fails to import, or a name Beam does not know.
+        message = " ".join(str(e).split())
+        raise UserError(f"--runner={name}: cannot load this runner: {type(e).__name__}: {message}") from None
 
 
 def local_workers(options: PipelineOptions) -> int:
@@ -154,23 +171,75 @@ def augmentation_policy(dataset: str, overrides: Sequence[str]) -> augmentation.
 
 
 class _ProgressLogger(threading.Thread):
-    """Logs done/total and the rate every PROGRESS_INTERVAL_S while the pipeline runs."""
+    """Logs done/total and the rate every PROGRESS_INTERVAL_S while the pipeline runs, and notes when it last saw
+    the job do work (a file processed, a shard begun), which tells a stalled job from a slow one."""
 
-    def __init__(self, work_dir: str, total: int):
+    def __init__(self, work_dir: str, output_dir: str, total: int):
         super().__init__(daemon=True)
-        self._work_dir, self._total = work_dir, total
-        self._stop = threading.Event()
+        self._work_dir, self._output_dir, self.total = work_dir, output_dir, total
+        self._stopped = threading.Event()  # Not `_stop`: threading.Thread._stop is called on every fork.
+        self.done = 0
+        self._work = (0, 0)  # (files processed, shard files begun)
+        self._seen = (-math.inf, -math.inf)  # (last look, last change), time.monotonic(): one tuple, read atomically.
 
     def run(self):
         start = time.monotonic()
-        while not self._stop.wait(PROGRESS_INTERVAL_S):
-            done = pipeline.read_progress(self._work_dir)
-            rate = done / (time.monotonic() - start)
-            logging.info("progress: %d / %d files (%.0f%%), %.1f files/s", done, self._total,
-                         100 * done / max(self._total, 1), rate)
+        while not self._stopped.wait(PROGRESS_INTERVAL_S):
+            self.done = pipeline.read_progress(self._work_dir)
+            rate = self.done / (time.monotonic() - start)
+            logging.info("progress: %d / %d files (%.0f%%), %.1f files/s", self.done, self.total,
+                         100 * self.done / max(self.total, 1), rate)
+            work, now = (self.done, pipeline.count_shard_files(self._output_dir)), time.monotonic()
+            self._seen = (now, now if work != self._work else self._seen[1])
+            self._work = work
+
+    def idle_s(self, since: float) -> float:
+        """How long the job was seen doing no work, counting from `since` at the earliest; never more than seen."""
+        looked, changed = self._seen
+        return looked - max(since, changed)
 
     def stop(self):
-        self._stop.set()
+        self._stopped.set()
+
+
+class JobStalled(UserError):
+    """The job did no work for --stall_timeout_s: its workers died, hang, or cannot start."""
+
+
+def _wait_for_job(result: beam.runners.runner.PipelineResult, progress: _ProgressLogger, runner_name: str,
+                  stall_timeout_s: float) -> None:
+    """Waits for the job; cancels it and raises JobStalled once it has shown no work for stall_timeout_s (0: never).
+
+    Beam waits forever for an SDK worker that never starts (no Beam in a worker pool's Python) or stops answering
+    without closing its connection (BUILD_NOTES.md, Runners). Local runners have finished when `run()` returns.
+    """
+    finished = threading.Event()
+    failures: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+        except BaseException as e:  # Raised again in the driver's thread.
+            failures.append(e)
+        finally:
+            finished.set()
+
+    threading.Thread(target=wait, name="wait_until_finish", daemon=True).start()
+    submitted = time.monotonic()
+    while not finished.wait(PROGRESS_INTERVAL_S):
+        idle = progress.idle_s(since=submitted)
+        if stall_timeout_s and idle > stall_timeout_s and not finished.is_set():
+            try:
+                result.cancel()
+            except Exception as e:  # Best effort: the job service may be gone too; the build fails either way.
+                logging.warning("could not cancel the stalled job: %s", e)
+            raise JobStalled(
+                f"--runner={runner_name}: no file processed and no shard begun for {idle:.0f} s (--stall_timeout_s="
+                f"{stall_timeout_s:g}; {progress.done} / {progress.total} files done), job cancelled; check that its "
+                f"workers are alive and that their Python has apache_beam and data_prep installed (a worker pool "
+                f"starts `python` from its PATH)")
+    if failures:
+        raise failures[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,17 +272,19 @@ def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
             image_options=source.image_options, shard_size_bytes=int(common.shard_size_mb * 2**20),
             fixed_num_shards=common.num_shards, augment_copies=common.augment_copies, augment_seed=common.seed,
             policy=policy)
-        progress = _ProgressLogger(work_dir, source.total)
+        progress = _ProgressLogger(work_dir, target.temp_url, source.total)
         progress.start()
         try:
-            with beam.Pipeline(options=options) as p:
-                examples, problems = source.read(p, work_dir)
-                _ = examples | "Write" >> pipeline.WriteDataset(write_options, problems)
+            p = beam.Pipeline(options=options)
+            examples, problems = source.read(p, work_dir)
+            _ = examples | "Write" >> pipeline.WriteDataset(write_options, problems)
+            result = p.run()  # Local runners return when the job is done, the others once it is submitted.
+            _wait_for_job(result, progress, options.view_as(StandardOptions).runner, common.stall_timeout_s)
         finally:
             progress.stop()
         results = output.read_results(work_dir)
         report = output.build_report(results, files_seen=source.total)
-        check_counters(p.result, report["counts"])
+        check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
         output.complete_empty_shards(results, target.temp_url, name)
         features = schema.tfds_features(source.class_names, source.image_options.image_format,

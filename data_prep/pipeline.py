@@ -167,6 +167,16 @@ def read_progress(work_dir: str) -> int:
     return done
 
 
+def count_shard_files(output_dir: str) -> int:
+    """Shard files begun in the dataset directory, written or being written: the job's work after the last decode."""
+    fs, path = fsspec.core.url_to_fs(output_dir)
+    try:
+        names = fs.ls(path, detail=False, refresh=True)  # refresh: gcsfs would answer from its listing cache.
+    except FileNotFoundError:
+        return 0
+    return sum(".tfrecord-" in posixpath.basename(name) for name in names)
+
+
 class SpillRecords(beam.DoFn):
     """Moves record bytes out of the pipeline into one append-only file per bundle."""
 

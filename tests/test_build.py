@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -258,6 +259,26 @@ def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypa
     assert (f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
             f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
             f"skipped={counts['skipped']}") in messages
+
+
+@pytest.mark.slow
+def test_a_fork_after_a_build_prints_no_error(tmp_path):
+    """Python's fork handler calls Thread._stop() on every thread object still in memory: the progress logger's
+    attributes must not shadow it (it printed "TypeError: 'Event' object is not callable" in every child)."""
+    script = textwrap.dedent(f"""
+        import os
+        from data_prep import driver
+        logger = driver._ProgressLogger({str(tmp_path)!r}, {str(tmp_path)!r}, 1)
+        logger.start()
+        logger.stop()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    assert "_after_fork" not in child.stderr and "not callable" not in child.stderr, child.stderr
 
 
 def test_counters_that_disagree_with_the_report_are_logged(caplog):
