@@ -52,7 +52,7 @@ class CommonOptions:
     stall_timeout_s: float = STALL_TIMEOUT_S  # 0: wait for the job however long it shows no work.
 
 
-LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner")
+LOCAL_RUNNERS = ("FnApiRunner", "SwitchingDirectRunner")  # Runner classes, as Beam resolves --runner.
 # Busy decode threads one process runs well: its decode path holds the GIL ~30% of the time (Pillow's JPEG encoder,
 # statistics, Beam's per-element work), so more threads would queue for it. Bigger machines get a worker per 2 cores.
 THREADS_PER_PROCESS = 2
@@ -73,14 +73,14 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     if not given("runner"):
         args.append("--runner=FnApiRunner")
     options = PipelineOptions(args)
-    load_runner(options.view_as(StandardOptions).runner)
+    kind = runner_class(options)
     known = options.get_all_options()
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
     if unknown:
         raise UserError(f"unknown flag(s): {', '.join('--' + u for u in unknown)} (see --help)")
-    if known["runner"] in ("DataflowRunner", "dataflow"):
+    if kind == "DataflowRunner":
         check_dataflow_options(known)
-    if known["runner"] in LOCAL_RUNNERS:
+    if kind in LOCAL_RUNNERS:
         direct = options.view_as(DirectOptions)
         cores = os.cpu_count() or 1
         if not given("direct_running_mode"):
@@ -92,11 +92,13 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
-def load_runner(name: str) -> None:
-    """Imports the runner's module before unknown flags are checked: some runners register their options only on
-    import (DaskRunner's --dask_client_address). Beam's own create_runner resolves the name (short names too)."""
+def runner_class(options: PipelineOptions) -> str:
+    """The class name of the --runner, as Beam's own create_runner resolves it (`dataflow`, `DataflowRunner` and the
+    full module path are one runner). Importing its module first registers the options some runners define only on
+    import (DaskRunner's --dask_client_address), so they are known before unknown flags are checked."""
+    name = options.view_as(StandardOptions).runner
     try:
-        create_runner(name)  # Imports, then builds a runner that is dropped (cheap for all of Beam's).
+        return type(create_runner(name)).__name__  # Builds a runner that is dropped (cheap for all of Beam's).
     except Exception as e:  # A module that is missing or fails to import, or a name Beam does not know.
         message = " ".join(str(e).split())
         raise UserError(f"--runner={name}: cannot load this runner: {type(e).__name__}: {message}") from None
@@ -117,7 +119,7 @@ def decode_threads(options: PipelineOptions, requested: int = 0) -> int:
     """
     if requested > 0:
         return requested
-    if options.get_all_options()["runner"] not in LOCAL_RUNNERS:
+    if runner_class(options) not in LOCAL_RUNNERS:
         return 1
     return math.ceil((os.cpu_count() or 1) / local_workers(options))
 
@@ -136,7 +138,7 @@ def check_dataflow_options(options: dict[str, Any]) -> None:
     if not any(options.get(name) for name in ("setup_file", "sdk_container_image")):  # A requirements file would
         missing.append("--setup_file=./setup.py (or --sdk_container_image)")  # install the deps but not data_prep.
     if missing:
-        raise UserError(f"--runner=DataflowRunner needs {', '.join(missing)}; see BUILD_NOTES.md, Dataflow")
+        raise UserError(f"--runner={options['runner']} needs {', '.join(missing)}; see BUILD_NOTES.md, Dataflow")
     if not options["temp_location"].startswith("gs://"):
         raise UserError(f"--temp_location={options['temp_location']}: Dataflow needs a gs:// path")
     if options.get("setup_file") and not os.path.isfile(options["setup_file"]):

@@ -33,6 +33,12 @@ def test_incomplete_dataflow_options_name_what_is_missing(drop, message, add):
         driver.pipeline_options(args)
 
 
+@pytest.mark.parametrize("runner", ["dataflow", "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"])
+def test_any_name_of_the_dataflow_runner_gets_its_options_checked(runner):
+    with pytest.raises(driver.UserError, match=f"--runner={re.escape(runner)} needs --project"):
+        driver.pipeline_options([f"--runner={runner}"])
+
+
 def test_dataflow_temp_location_must_be_gcs():
     with pytest.raises(driver.UserError, match="gs:// path"):
         driver.pipeline_options([a if not a.startswith("--temp_location") else "--temp_location=/tmp/x"
