@@ -58,7 +58,7 @@ def test_tensorflow_info_lines_are_dropped_and_ours_kept(caplog):
     assert not logs._not_library_info(record(logging.INFO, tf_file))
     assert logs._not_library_info(record(logging.WARNING, tf_file))
     assert logs._not_library_info(record(logging.INFO, logs.__file__))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="absl"):
         absl_logging.info("ours")
     assert [(r.getMessage(), r.filename) for r in caplog.records] == [("ours", "test_logs.py")]
 
