@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from data_prep.augmentation import PHOTO_POLICY, AugmentationPolicy
+from data_prep.augmentation import PHOTO_POLICY
+from data_prep.schema import AugmentationPolicy
 from data_prep.sample_data import photo_like
 from trainer import input_pipeline
 

@@ -45,7 +45,7 @@ class CommonOptions:
     name: str | None = None
     shard_size_mb: float = 128
     num_shards: int = 0
-    policy: augmentation.AugmentationPolicy | None = None  # None: the dataset's default.
+    policy: schema.AugmentationPolicy | None = None  # None: the dataset's default.
     augment_copies: int = 0
     seed: int = 0
     beam_args: Sequence[str] = ()
@@ -148,7 +148,7 @@ def check_dataflow_options(options: dict[str, Any]) -> None:
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
-def augmentation_policy(dataset: str, overrides: Sequence[str]) -> augmentation.AugmentationPolicy:
+def augmentation_policy(dataset: str, overrides: Sequence[str]) -> schema.AugmentationPolicy:
     """The dataset's default policy with `name=value` overrides (`--augmentation`)."""
     default = augmentation.DEFAULT_POLICIES[dataset]
     names = [f.name for f in dataclasses.fields(default)]
@@ -289,23 +289,21 @@ def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
         check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
         output.complete_empty_shards(results, target.temp_url, name)
-        features = schema.tfds_features(source.class_names, source.image_options.image_format,
-                                        source.image_options.channels, source.coarse_class_names)
         image = source.image_options
-        metadata = output.write_metadata(target.temp_url, results, features, {
-            schema.META_DATASET: name,
-            schema.META_CLASS_NAMES: list(source.class_names),
-            schema.META_COARSE_CLASS_NAMES: list(source.coarse_class_names or []) or None,
-            schema.META_IMAGE: {"format": image.image_format, "channels": image.channels,
-                                "resize_policy": image.resize_policy, "image_size": image.image_size,
-                                "jpeg_quality": image.jpeg_quality},
-            schema.META_AUGMENTATION: policy.to_dict(),
-            schema.META_SOURCE: source.metadata,
-            schema.META_BUILD: {"augment_copies": common.augment_copies, "seed": common.seed,
-                                "max_pixels": image.max_pixels},
-        })
-        report["splits"] = {s: v["num_examples"] for s, v in metadata[schema.META_SPLITS].items()}
-        output.write_json(posixpath.join(target.temp_url, schema.REPORT_FILE), report)
+        metadata = schema.DatasetMetadata(
+            dataset=name, class_names=tuple(source.class_names),
+            image=schema.ImageSpec(format=image.image_format, channels=image.channels,
+                                   resize_policy=image.resize_policy, image_size=image.image_size,
+                                   jpeg_quality=image.jpeg_quality),
+            splits=output.split_infos(results), augmentation=policy,
+            statistics=schema.Statistics.from_dict(results.statistics) if results.statistics else None,
+            source=source.metadata,
+            build=schema.BuildSettings(augment_copies=common.augment_copies, seed=common.seed,
+                                       max_pixels=image.max_pixels),
+            coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None)
+        output.write_metadata(target.temp_url, metadata)
+        report["splits"] = metadata.split_sizes
+        schema.write_json(posixpath.join(target.temp_url, schema.REPORT_FILE), report)
         target.commit()
     except BaseException as e:
         full = out_of_space_message(e, common.output_dir, target.temp_url, source.input_bytes)

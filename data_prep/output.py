@@ -42,7 +42,7 @@ class AtomicOutput:
 
     # A reader takes a directory holding these for a complete dataset (TFDS needs the first, our trainer the second):
     # they are removed first from a dataset being replaced and written last.
-    MARKERS = ("dataset_info.json", schema.METADATA_FILE)
+    MARKERS = (schema.TFDS_INFO_FILE, schema.METADATA_FILE)
 
     def __init__(self, output_dir: str, overwrite: bool):
         check_replaceable(output_dir, overwrite)
@@ -146,40 +146,41 @@ def ordered_splits(splits: Sequence[str]) -> list[str]:
     return known + sorted(s for s in splits if s not in known)
 
 
-def write_metadata(dataset_dir: str, results: Results, features, metadata: dict[str, Any]) -> dict[str, Any]:
-    """dataset_info.json and features.json (TFDS) plus metadata.json (ours); returns the metadata written.
+def split_infos(results: Results) -> dict[str, schema.SplitInfo]:
+    """Each split's shard lengths and bytes, as the shard writers reported them; splits in SPLIT_ORDER first."""
+    infos = {}
+    for split in ordered_splits(list(results.shards)):
+        by_index = results.shards[split]
+        lengths = tuple(by_index[i]["num_examples"] for i in range(len(by_index)))
+        infos[split] = schema.SplitInfo(num_examples=sum(lengths), shard_lengths=lengths,
+                                        num_bytes=sum(s["num_bytes"] for s in by_index.values()))
+    return infos
+
+
+def write_metadata(dataset_dir: str, metadata: schema.DatasetMetadata) -> None:
+    """dataset_info.json and features.json (TFDS) plus metadata.json (ours).
 
     TFDS writes through tf.io.gfile, which has no emulator endpoint for gs://, and finds the dataset name from
     the shard file names; so it writes into a local staging folder holding empty files of those names, and the
     result is copied with fsspec.
     """
     tfds = logs.import_tensorflow_datasets()
-
-    split_infos, splits = [], {}
-    for split in ordered_splits(list(results.shards)):
-        by_index = results.shards[split]
-        lengths = [by_index[i]["num_examples"] for i in range(len(by_index))]
-        num_bytes = sum(s["num_bytes"] for s in by_index.values())
-        split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes))
-        splits[split] = {"num_examples": sum(lengths), "shard_lengths": lengths, "num_bytes": num_bytes}
-    name = metadata[schema.META_DATASET]
     with tempfile.TemporaryDirectory() as staging:
-        shard_names = {schema.shard_filename(name, split, i, len(info["shard_lengths"]))
-                       for split, info in splits.items() for i in range(len(info["shard_lengths"]))}
+        shard_names = {posixpath.basename(path) for split in metadata.splits
+                       for path in metadata.shard_paths(staging, split)}
         for shard in shard_names:
             open(os.path.join(staging, shard), "wb").close()
         tfds.folder_dataset.write_metadata(
-            data_dir=staging, features=features, split_infos=split_infos, check_data=False,
-            supervised_keys=(schema.IMAGE, schema.LABEL),
-            description=f"Built by data_prep from {metadata[schema.META_SOURCE].get('input', 'a source')}.")
+            data_dir=staging, features=schema.tfds_features(metadata),
+            split_infos=[tfds.core.SplitInfo(name=split, shard_lengths=list(info.shard_lengths),
+                                             num_bytes=info.num_bytes) for split, info in metadata.splits.items()],
+            check_data=False, supervised_keys=(schema.IMAGE, schema.LABEL),
+            description=f"Built by data_prep from {metadata.source.get('input', 'a source')}.")
         for file_name in sorted(set(os.listdir(staging)) - shard_names):
             with open(os.path.join(staging, file_name), "rb") as src, \
                     fsspec.open(posixpath.join(dataset_dir, file_name), "wb") as dst:
                 dst.write(src.read())
-    metadata = {**metadata, schema.META_SCHEMA_VERSION: schema.SCHEMA_VERSION, schema.META_SPLITS: splits,
-                schema.META_STATISTICS: results.statistics}
-    write_json(posixpath.join(dataset_dir, schema.METADATA_FILE), metadata)
-    return metadata
+    metadata.write(dataset_dir)
 
 
 def build_report(results: Results, files_seen: int) -> dict[str, Any]:
@@ -192,9 +193,3 @@ def build_report(results: Results, files_seen: int) -> dict[str, Any]:
     return {"counts": {**counts, "augmented_copies": augmented}, "splits": results.split_sizes(),
             "rejected": results.rejected, "duplicates": results.duplicates, "skipped": results.skipped,
             "warnings": results.warnings}
-
-
-def write_json(path: str, value: Any) -> None:
-    with fsspec.open(path, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")

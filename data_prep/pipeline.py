@@ -247,7 +247,7 @@ def read_spilled(pointers: Iterable[Pointer]) -> dict[tuple[str, int], bytes]:
 class AugmentCopies(beam.DoFn):
     """K offline-augmented copies of a training example, deterministic from (seed, key, copy index)."""
 
-    def __init__(self, copies: int, seed: int, policy: augmentation.AugmentationPolicy,
+    def __init__(self, copies: int, seed: int, policy: schema.AugmentationPolicy,
                  image_options: images.ImageOptions):
         self._copies, self._seed, self._policy, self._image_options = copies, seed, policy, image_options
 
@@ -372,7 +372,7 @@ class WriteOptions:
     fixed_num_shards: int = 0
     augment_copies: int = 0  # Offline-augmented copies per training example.
     augment_seed: int = 0
-    policy: augmentation.AugmentationPolicy = augmentation.AugmentationPolicy()
+    policy: schema.AugmentationPolicy = schema.AugmentationPolicy()
     train_split: str = "train"  # Statistics and offline augmentation use this split only.
 
 

@@ -1,14 +1,17 @@
-"""The record and metadata format that data_prep writes and the trainer reads.
+"""The dataset contract: the record and metadata format that data_prep writes and the trainer reads.
 
-This module is the only place that names a feature key, a metadata field or a
-shard file name; both sides import it so the writer and the reader cannot drift.
-The records are TFDS-compatible (`tfds.builder_from_directory` reads them) and
-follow TFDS `cats_vs_dogs`: `image` (encoded bytes), `image/filename`, `label`.
+The one definition of the feature keys, the record serializer and parser, the shard
+file names, and `metadata.json` as a typed object (`DatasetMetadata`, with the
+augmentation policy it records); both sides import it, so the writer and the reader
+cannot drift. It imports neither Beam nor TensorFlow at import time (Beam workers and
+the trainer both load it). The records are TFDS-compatible (`tfds.builder_from_directory`
+reads them) and follow TFDS `cats_vs_dogs`: `image` (encoded bytes), `image/filename`, `label`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
+import posixpath
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import fsspec
@@ -32,43 +35,239 @@ AUGMENT_PARAMS = "augment/params"  # JSON of that copy's transform parameters; "
 # Files of a dataset directory.
 FILE_FORMAT = "tfrecord"
 METADATA_FILE = "metadata.json"  # TFDS's name for free-form metadata (tfds.core.MetadataDict).
+TFDS_INFO_FILE = "dataset_info.json"  # Written by TFDS; with METADATA_FILE, the mark of a complete dataset.
 REPORT_FILE = "build_report.json"
 SHARD_TEMPLATE = "{name}-{split}.tfrecord-{index:05d}-of-{count:05d}"
 
-# Fields of metadata.json.
-META_SCHEMA_VERSION = "schema_version"
-META_DATASET = "dataset"
-META_CLASS_NAMES = "class_names"
-META_COARSE_CLASS_NAMES = "coarse_class_names"
-META_IMAGE = "image"  # {"format", "channels", "resize_policy", "image_size"}
-META_SPLITS = "splits"  # {split: {"num_examples", "shard_lengths", "num_bytes"}}
-META_STATISTICS = "statistics"  # {"split", "mean", "std", "min", "max", "num_pixels"} per channel, 0..255 scale
-META_AUGMENTATION = "augmentation"  # data_prep.augmentation.AugmentationPolicy.to_dict()
-META_SOURCE = "source"
-META_BUILD = "build"
-
 SPLIT_ORDER = ("train", "validation", "test")
+REBUILD = "rebuild it with `python -m data_prep.build`"
+
+
+class MetadataError(ValueError):
+    """metadata.json is from another schema version, or malformed; the message names the file and the field."""
 
 
 def shard_filename(name: str, split: str, index: int, count: int) -> str:
     return SHARD_TEMPLATE.format(name=name, split=split, index=index, count=count)
 
 
-def tfds_features(class_names: Sequence[str], image_format: str, channels: int,
-                  coarse_class_names: Sequence[str] | None = None):
-    """The TFDS FeaturesDict describing exactly the keys `serialize_example` writes."""
+@dataclasses.dataclass(frozen=True)
+class AugmentationPolicy:
+    """Training-time augmentation; ranges follow keras.layers.Random*: fractions of the image size, rotation in turns.
+
+    data_prep records the policy a dataset calls for; the trainer applies it to the training split only.
+    """
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation: float = 0.0  # Max rotation as a fraction of a full turn (0.1 = +-36 degrees).
+    zoom: float = 0.0  # Max zoom in/out as a fraction of the size (0.2 = 80%..120%).
+    translation: float = 0.0  # Max shift as a fraction of height/width.
+    contrast: float = 0.0  # Max contrast change factor (0.2 = 0.8..1.2).
+
+    def __post_init__(self):
+        for name in ("rotation", "zoom", "translation", "contrast"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"augmentation {name}={value}: must be in [0, 1).")
+
+    @property
+    def is_identity(self) -> bool:
+        return self == AugmentationPolicy()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AugmentationPolicy:
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown augmentation fields {sorted(unknown)}")
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> AugmentationPolicy:
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """How the stored images were made."""
+
+    format: str  # jpeg | png
+    channels: int  # 3 (RGB) or 1 (grey)
+    resize_policy: str  # shorter_side | exact | none
+    image_size: int
+    jpeg_quality: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    num_examples: int
+    shard_lengths: tuple[int, ...]  # Records per shard file, in shard order.
+    num_bytes: int  # Of the shard files: the reader checks the files it finds against it.
+
+    def __post_init__(self):
+        if sum(self.shard_lengths) != self.num_examples:
+            raise ValueError(f"num_examples={self.num_examples} but its shard_lengths sum to {sum(self.shard_lengths)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """Per-channel pixel statistics of the stored images of one split (0..255 scale); every split is normalized
+    with the train split's."""
+
+    split: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]  # Population standard deviation.
+    min: tuple[float, ...]
+    max: tuple[float, ...]
+    num_pixels: int
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Statistics:
+        return _from_mapping(cls, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSettings:
+    """Build choices that change the records without showing in the image spec."""
+
+    augment_copies: int  # Offline-augmented copies of each training example.
+    seed: int  # Of the offline augmentation.
+    max_pixels: int
+
+
+def _from_mapping(cls, values: Mapping[str, Any], **converters: Any):
+    """A dataclass from a JSON object: every field required, lists to tuples, unknown fields refused; errors name
+    the field (`splits: train: ...`)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"expected an object, got {values!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing, unknown = [n for n in names if n not in values], sorted(set(values) - set(names))
+    if missing or unknown:
+        raise ValueError(f"missing fields {missing}" if missing else f"unknown fields {unknown}")
+    fields = {}
+    for name in names:
+        try:
+            fields[name] = converters.get(name, _plain)(values[name])
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{name}: {e}") from None
+    return cls(**fields)
+
+
+def _from_mapping_per_key(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"expected an object, got {values!r}")
+    converted = {}
+    for key, value in values.items():
+        try:
+            converted[key] = _from_mapping(cls, value)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    return converted
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _to_json(value: Any) -> Any:
+    """Dataclasses and tuples as JSON objects and lists (dataclasses.asdict keeps tuples)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMetadata:
+    """metadata.json: what a reader needs besides the records. Each attribute is a top-level field of the file."""
+
+    dataset: str  # The name: shard files are `{dataset}-{split}.tfrecord-...`.
+    class_names: tuple[str, ...]  # Label k is class_names[k].
+    image: ImageSpec
+    splits: dict[str, SplitInfo]
+    augmentation: AugmentationPolicy
+    statistics: Statistics | None  # Of the train split; None when it is empty.
+    source: dict[str, Any]  # Provenance: input folder and layout, or source files and their sha256.
+    build: BuildSettings
+    coarse_class_names: tuple[str, ...] | None = None  # CIFAR-100's superclasses.
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return {split: info.num_examples for split, info in self.splits.items()}
+
+    def shard_paths(self, data_dir: str, split: str) -> list[str]:
+        """The shard files of `split`, in order."""
+        count = len(self.splits[split].shard_lengths)
+        return [posixpath.join(data_dir, shard_filename(self.dataset, split, i, count)) for i in range(count)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DatasetMetadata:
+        """Raises ValueError naming the field that is missing or malformed."""
+        converters = {
+            "class_names": tuple,
+            "coarse_class_names": lambda v: None if v is None else tuple(v),
+            "image": lambda v: _from_mapping(ImageSpec, v),
+            "splits": lambda v: _from_mapping_per_key(SplitInfo, v),
+            "augmentation": AugmentationPolicy.from_dict,
+            "statistics": lambda v: None if v is None else Statistics.from_dict(v),
+            "source": dict,
+            "build": lambda v: _from_mapping(BuildSettings, v),
+        }
+        return _from_mapping(cls, values, **converters)
+
+    @classmethod
+    def read(cls, data_dir: str) -> DatasetMetadata:
+        """The metadata of a dataset directory (local or any fsspec URL). FileNotFoundError (no metadata.json) and
+        MetadataError (another schema version, a malformed field) say what to do."""
+        path = posixpath.join(data_dir, METADATA_FILE)
+        fs, fs_path = fsspec.core.url_to_fs(path)
+        if not fs.exists(fs_path):
+            raise FileNotFoundError(f"{path} not found: {data_dir} is not a dataset built by data_prep (run "
+                                    "`python -m data_prep.build ... --output_dir=DIR` first).")
+        with fs.open(fs_path, "r") as f:
+            values = json.load(f)
+        if values.get("schema_version") != SCHEMA_VERSION:
+            raise MetadataError(f"{path}: schema_version {values.get('schema_version')!r}, this code reads "
+                                f"{SCHEMA_VERSION}; {REBUILD} from this version.")
+        try:
+            return cls.from_dict(values)
+        except ValueError as e:
+            raise MetadataError(f"{path} is malformed: {e}; {REBUILD}.") from None
+
+    def write(self, data_dir: str) -> None:
+        write_json(posixpath.join(data_dir, METADATA_FILE), self.to_dict())
+
+
+def write_json(path: str, value: Any) -> None:
+    """Sorted keys, 2-space indent, final newline: the same content gives the same bytes."""
+    with fsspec.open(path, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def tfds_features(metadata: DatasetMetadata):
+    """The TFDS FeaturesDict (features.json) describing exactly the keys `serialize_example` writes."""
     tfds = logs.import_tensorflow_datasets()
 
     features = {
-        IMAGE: tfds.features.Image(shape=(None, None, channels), encoding_format=image_format),
+        IMAGE: tfds.features.Image(shape=(None, None, metadata.image.channels), encoding_format=metadata.image.format),
         FILENAME: tfds.features.Text(),
         KEY: tfds.features.Text(),
-        LABEL: tfds.features.ClassLabel(names=list(class_names)),
+        LABEL: tfds.features.ClassLabel(names=list(metadata.class_names)),
         AUGMENT_SOURCE_KEY: tfds.features.Text(),
         AUGMENT_PARAMS: tfds.features.Text(),
     }
-    if coarse_class_names:
-        features[COARSE_LABEL] = tfds.features.ClassLabel(names=list(coarse_class_names))
+    if metadata.coarse_class_names:
+        features[COARSE_LABEL] = tfds.features.ClassLabel(names=list(metadata.coarse_class_names))
     return tfds.features.FeaturesDict(features)
 
 
@@ -116,26 +315,3 @@ def parse_examples(serialized: tf.Tensor, with_coarse_label: bool = False) -> di
     import tensorflow as tf
 
     return tf.io.parse_example(serialized, parse_spec(with_coarse_label))
-
-
-def read_metadata(data_dir: str) -> dict[str, Any]:
-    """Reads metadata.json of a dataset directory (local or any fsspec URL)."""
-    path = os.path.join(data_dir, METADATA_FILE)
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if not fs.exists(fs_path):
-        raise FileNotFoundError(
-            f"{path} not found: {data_dir} is not a dataset built by data_prep "
-            "(run `python -m data_prep.build ... --output_dir=DIR` first).")
-    with fs.open(fs_path, "r") as f:
-        metadata = json.load(f)
-    if metadata.get(META_SCHEMA_VERSION) != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {metadata.get(META_SCHEMA_VERSION)!r}, "
-                         f"this code reads {SCHEMA_VERSION}; rebuild the dataset with this data_prep.")
-    return metadata
-
-
-def shard_paths(data_dir: str, metadata: Mapping[str, Any], split: str) -> list[str]:
-    """The shard files of `split`, in order, as recorded in the metadata."""
-    lengths = metadata[META_SPLITS][split]["shard_lengths"]
-    return [os.path.join(data_dir, shard_filename(metadata[META_DATASET], split, i, len(lengths)))
-            for i in range(len(lengths))]

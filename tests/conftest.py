@@ -10,7 +10,7 @@ os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
 
 import pytest  # noqa: E402
 
-from data_prep import driver, images, sample_data  # noqa: E402
+from data_prep import driver, images, sample_data, schema  # noqa: E402
 
 # In-process runner: a test build of a few dozen images is dominated by worker start-up otherwise.
 FAST_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory")
@@ -43,6 +43,17 @@ def beam_counters_agree_with_reports(caplog):
     yield
     logged = [r.getMessage() for when in ("setup", "call") for r in caplog.get_records(when)]
     assert not [m for m in logged if m.startswith("Beam counters") and "differ" in m]
+
+
+def dataset_metadata(class_names, *, channels=3, image_format="png", splits=None, statistics=None,
+                     policy=schema.AugmentationPolicy(), name="toy"):
+    """The metadata of a dataset written by a test (or of none at all: what export needs), through the contract."""
+    return schema.DatasetMetadata(
+        dataset=name, class_names=tuple(class_names),
+        image=schema.ImageSpec(format=image_format, channels=channels, resize_policy="exact", image_size=0,
+                               jpeg_quality=90),
+        splits=splits or {}, augmentation=policy, statistics=statistics, source={"kind": "test"},
+        build=schema.BuildSettings(augment_copies=0, seed=0, max_pixels=0))
 
 
 def free_ports(count):

@@ -82,16 +82,16 @@ def test_tfds_reads_every_split_with_exact_counts_and_labels(sample_dataset):
 
 def test_stored_images_follow_the_size_policy_and_metadata(sample_dataset):
     out, _ = sample_dataset
-    metadata = schema.read_metadata(str(out))
-    assert metadata[schema.META_IMAGE]["image_size"] == 64
+    metadata = schema.DatasetMetadata.read(str(out))
+    assert metadata.image.image_size == 64
     builder = tfds.builder_from_directory(str(out))
     for example in tfds.as_numpy(builder.as_dataset(split="train").take(10)):
         assert min(example[schema.IMAGE].shape[:2]) == 64
         assert example[schema.IMAGE].shape[2] == 3
-    assert metadata[schema.META_AUGMENTATION]["horizontal_flip"] is True
-    stats = metadata[schema.META_STATISTICS]
-    assert stats["split"] == "train"
-    assert len(stats["mean"]) == 3 and all(0 < m < 255 for m in stats["mean"])
+    assert metadata.augmentation.horizontal_flip is True
+    stats = metadata.statistics
+    assert stats.split == "train"
+    assert len(stats.mean) == 3 and all(0 < m < 255 for m in stats.mean)
 
 
 def test_statistics_match_numpy_on_the_train_split(tmp_path, sample_folder):
@@ -100,11 +100,11 @@ def test_statistics_match_numpy_on_the_train_split(tmp_path, sample_folder):
     builder = tfds.builder_from_directory(str(out))
     pixels = np.concatenate([ex[schema.IMAGE].reshape(-1, 3).astype(np.float64)
                              for ex in tfds.as_numpy(builder.as_dataset(split="train"))])
-    stats = schema.read_metadata(str(out))[schema.META_STATISTICS]
-    np.testing.assert_allclose(stats["mean"], pixels.mean(0), atol=1e-4)
-    np.testing.assert_allclose(stats["std"], pixels.std(0), atol=1e-4)
-    assert stats["min"] == pixels.min(0).tolist() and stats["max"] == pixels.max(0).tolist()
-    assert stats["num_pixels"] == len(pixels)
+    stats = schema.DatasetMetadata.read(str(out)).statistics
+    np.testing.assert_allclose(stats.mean, pixels.mean(0), atol=1e-4)
+    np.testing.assert_allclose(stats.std, pixels.std(0), atol=1e-4)
+    assert stats.min == tuple(pixels.min(0)) and stats.max == tuple(pixels.max(0))
+    assert stats.num_pixels == len(pixels)
 
 
 @pytest.mark.slow
@@ -124,8 +124,7 @@ def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder,
 
 def test_records_are_ordered_by_key_hash_within_shards(sample_dataset):
     out, _ = sample_dataset
-    metadata = schema.read_metadata(str(out))
-    for path in schema.shard_paths(str(out), metadata, "train"):
+    for path in schema.DatasetMetadata.read(str(out)).shard_paths(str(out), "train"):
         keys = [tf.train.Example.FromString(r.numpy()).features.feature[schema.KEY].bytes_list.value[0].decode()
                 for r in tf.data.TFRecordDataset(path)]
         hashes = [pipeline.shard_hash("train", k) for k in keys]
@@ -179,10 +178,9 @@ def test_pixel_identical_files_of_different_formats_are_duplicates(tmp_path):
 
 def test_shards_sized_by_bytes(tmp_path, sample_folder):
     report = build_folder(sample_folder.parent, tmp_path / "out", shard_size_mb=0.05, split="train:100")
-    metadata = schema.read_metadata(str(tmp_path / "out"))
-    train = metadata[schema.META_SPLITS]["train"]
-    assert len(train["shard_lengths"]) == -(-train["num_bytes"] // int(0.05 * 2**20))
-    assert sum(train["shard_lengths"]) == report["counts"]["written"]
+    train = schema.DatasetMetadata.read(str(tmp_path / "out")).splits["train"]
+    assert len(train.shard_lengths) == -(-train.num_bytes // int(0.05 * 2**20))
+    assert sum(train.shard_lengths) == report["counts"]["written"]
 
 
 def test_failure_mid_run_leaves_previous_dataset_untouched(tmp_path, sample_folder, monkeypatch):

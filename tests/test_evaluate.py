@@ -92,7 +92,7 @@ def test_training_exports_the_evaluated_model(trained):
     data_dir, model_dir, model, _ = trained
     info, images_, _ = _test_split(data_dir)
     encoded = [schema.parse_examples(tf.constant([record]))[schema.IMAGE][0].numpy()
-               for path in schema.shard_paths(str(data_dir), info.metadata, "test")
+               for path in info.shard_paths("test")
                for record in tf.data.TFRecordDataset(path).as_numpy_iterator()]
     signature = predict.load(str(model_dir / export.EXPORT_SUBDIR / export.SAVED_MODEL_SUBDIR))
     served = signature(**{predict.INPUT: tf.constant(encoded)})[predict.PROBABILITIES].numpy()

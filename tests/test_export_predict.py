@@ -8,9 +8,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import dataset_metadata
 from PIL import Image
 
-from data_prep.augmentation import AugmentationPolicy
+from data_prep import schema
 from trainer import export, input_pipeline, models, predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +27,8 @@ def policy():
 
 def _info(class_names, channels=3, statistics=None) -> input_pipeline.DatasetInfo:
     """What export needs of a dataset (classes, channels, statistics), without writing one."""
-    return input_pipeline.DatasetInfo(
-        data_dir="in-memory", name="toy", class_names=tuple(class_names), num_classes=len(class_names),
-        channels=channels, split_sizes={}, statistics=statistics or {}, augmentation=AugmentationPolicy.from_dict({}),
-        metadata={})
+    return input_pipeline.DatasetInfo("in-memory", dataset_metadata(class_names, channels=channels,
+                                                                    statistics=statistics))
 
 
 def _pixels(seed: int, height: int, width: int, channels: int) -> np.ndarray:
@@ -64,7 +63,9 @@ def _decode_jpeg(encoded: bytes, channels: int) -> np.ndarray:
 def test_serving_signature_matches_the_keras_model_on_encoded_images(
         tmp_path, policy, model_name, class_names, channels, normalization, precision):
     policy(precision)
-    info = _info(class_names, channels, statistics={"mean": [120.0] * channels, "std": [60.0] * channels})
+    info = _info(class_names, channels, statistics=schema.Statistics(
+        split="train", mean=(120.0,) * channels, std=(60.0,) * channels, min=(0.0,) * channels,
+        max=(255.0,) * channels, num_pixels=1))
     model = models.build_model(model_name, (SIZE, SIZE, channels), len(class_names))
     saved_model = export.export_model(model, str(tmp_path / "export"), info, (SIZE, SIZE), normalization)
     assert saved_model == str(tmp_path / "export" / export.SAVED_MODEL_SUBDIR)

@@ -13,10 +13,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import dataset_metadata
 from PIL import Image
 
 from data_prep import schema
-from data_prep.augmentation import PHOTO_POLICY, AugmentationPolicy
+from data_prep.augmentation import PHOTO_POLICY
+from data_prep.schema import AugmentationPolicy
 from trainer import input_pipeline
 
 SIZE = 16
@@ -59,20 +61,12 @@ def write_dataset(root, shards: dict[str, list[int]], *, image_format: str = "pn
                                                           f"key{index}", index % len(CLASSES)))
             next_index += length
             num_bytes += os.path.getsize(path)
-        splits[split] = {"num_examples": sum(lengths), "shard_lengths": lengths, "num_bytes": num_bytes}
+        splits[split] = schema.SplitInfo(num_examples=sum(lengths), shard_lengths=tuple(lengths), num_bytes=num_bytes)
     train = np.concatenate(all_pixels).astype(np.float64)
-    metadata = {
-        schema.META_SCHEMA_VERSION: schema.SCHEMA_VERSION,
-        schema.META_DATASET: "toy",
-        schema.META_CLASS_NAMES: list(CLASSES),
-        schema.META_IMAGE: {"format": image_format, "channels": channels, "resize_policy": "exact",
-                            "image_size": SIZE},
-        schema.META_SPLITS: splits,
-        schema.META_STATISTICS: {"mean": train.mean(0).tolist(), "std": train.std(0).tolist()},
-        schema.META_AUGMENTATION: policy.to_dict(),
-    }
-    with open(os.path.join(data_dir, schema.METADATA_FILE), "w") as f:
-        json.dump(metadata, f)
+    statistics = schema.Statistics(split="train", mean=tuple(train.mean(0)), std=tuple(train.std(0)),
+                                   min=tuple(train.min(0)), max=tuple(train.max(0)), num_pixels=len(train))
+    dataset_metadata(CLASSES, channels=channels, image_format=image_format, splits=splits, statistics=statistics,
+                     policy=policy).write(data_dir)
     return data_dir
 
 
@@ -250,7 +244,7 @@ def test_normalizations_match_keras_and_the_metadata(toy):
     np.testing.assert_allclose(vgg16, keras.applications.vgg16.preprocess_input(raw.copy()), atol=1e-4)
     dataset, *_ = _batches(toy, "validation", normalization="dataset")[0]
     stats = toy.statistics
-    np.testing.assert_allclose(dataset, (raw - stats["mean"]) / stats["std"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dataset, (raw - stats.mean) / stats.std, rtol=1e-5, atol=1e-5)
     assert abs(float(dataset.mean())) < 0.5
 
 
@@ -338,7 +332,7 @@ def _edit_train_split(data_dir, **fields):
     metadata_path = os.path.join(data_dir, schema.METADATA_FILE)
     with open(metadata_path) as f:
         metadata = json.load(f)
-    metadata[schema.META_SPLITS]["train"].update(fields)
+    metadata["splits"]["train"].update(fields)
     with open(metadata_path, "w") as f:
         json.dump(metadata, f)
 

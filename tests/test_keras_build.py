@@ -49,11 +49,11 @@ def test_mnist_keeps_official_test_and_carves_validation_from_train(tmp_path, mn
         assert record[schema.LABEL] == expected["test"][1][index]
     validation = [r[schema.FILENAME].decode() for r in records(tmp_path / "out", "validation")]
     assert all(name.startswith("train/") for name in validation)
-    metadata = schema.read_metadata(str(tmp_path / "out"))
-    assert metadata[schema.META_CLASS_NAMES] == [str(d) for d in range(10)]
-    assert metadata[schema.META_IMAGE]["channels"] == 1 and metadata[schema.META_IMAGE]["format"] == "png"
-    assert metadata[schema.META_SOURCE]["files"][0]["sha256"] and metadata[schema.META_SOURCE]["official"] is False
-    assert metadata[schema.META_AUGMENTATION]["horizontal_flip"] is False, "no flips for digits"
+    metadata = schema.DatasetMetadata.read(str(tmp_path / "out"))
+    assert metadata.class_names == tuple(str(d) for d in range(10))
+    assert metadata.image.channels == 1 and metadata.image.format == "png"
+    assert metadata.source["files"][0]["sha256"] and metadata.source["official"] is False
+    assert metadata.augmentation.horizontal_flip is False, "no flips for digits"
 
 
 def test_statistics_cover_the_train_split_only(tmp_path, mnist):
@@ -61,12 +61,12 @@ def test_statistics_cover_the_train_split_only(tmp_path, mnist):
     build("mnist", tmp_path / "out", path, validation_size="25%")
     train = records(tmp_path / "out", "train")
     pixels = np.concatenate([r[schema.IMAGE].reshape(-1).astype(np.float64) for r in train])
-    stats = schema.read_metadata(str(tmp_path / "out"))[schema.META_STATISTICS]
+    stats = schema.DatasetMetadata.read(str(tmp_path / "out")).statistics
     assert len(train) == 15
-    np.testing.assert_allclose(stats["mean"], [pixels.mean()], atol=1e-4)
-    np.testing.assert_allclose(stats["std"], [pixels.std()], atol=1e-4)
+    np.testing.assert_allclose(stats.mean, [pixels.mean()], atol=1e-4)
+    np.testing.assert_allclose(stats.std, [pixels.std()], atol=1e-4)
     everything = np.concatenate([expected["train"][0].reshape(-1), expected["test"][0].reshape(-1)])
-    assert abs(stats["mean"][0] - everything.mean()) > 1e-3, "test or validation pixels must not leak in"
+    assert abs(stats.mean[0] - everything.mean()) > 1e-3, "test or validation pixels must not leak in"
 
 
 def test_validation_carve_is_deterministic(tmp_path, mnist):
@@ -90,9 +90,9 @@ def test_cifar100_records_fine_and_coarse_labels(tmp_path):
         images, fine, coarse = expected["train"]
         assert np.array_equal(record[schema.IMAGE], images[index])
         assert (record[schema.LABEL], record[schema.COARSE_LABEL]) == (fine[index], coarse[index])
-    metadata = schema.read_metadata(str(tmp_path / "out"))
-    assert metadata[schema.META_COARSE_CLASS_NAMES][0] == "coarse_0"
-    assert metadata[schema.META_CLASS_NAMES][99] == "fine_99"
+    metadata = schema.DatasetMetadata.read(str(tmp_path / "out"))
+    assert metadata.coarse_class_names[0] == "coarse_0"
+    assert metadata.class_names[99] == "fine_99"
 
 
 @pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10"])
@@ -152,11 +152,10 @@ def test_command_line_builds_mnist_with_its_flags(tmp_path, mnist):
     build_cli.main(build_cli._parse_flags([
         "data_prep.build", "--dataset=mnist", f"--input={path}", f"--output_dir={out}", "--validation_size=25%",
         "--augmentation=rotation=0.05,zoom=0,horizontal_flip=yes", *FAST_BEAM_ARGS]))
-    metadata = json.loads((out / schema.METADATA_FILE).read_text())
-    assert {s: v["num_examples"] for s, v in metadata[schema.META_SPLITS].items()} == {
-        "train": 15, "validation": 5, "test": 3}
-    assert metadata[schema.META_AUGMENTATION] == {"horizontal_flip": True, "vertical_flip": False, "rotation": 0.05,
-                                                  "zoom": 0.0, "translation": 0.1, "contrast": 0.0}
+    metadata = json.loads((out / schema.METADATA_FILE).read_text())  # As the file says it, not as the reader does.
+    assert {s: v["num_examples"] for s, v in metadata["splits"].items()} == {"train": 15, "validation": 5, "test": 3}
+    assert metadata["augmentation"] == {"horizontal_flip": True, "vertical_flip": False, "rotation": 0.05,
+                                        "zoom": 0.0, "translation": 0.1, "contrast": 0.0}
 
 
 def test_offline_and_uncached_names_the_file_to_fetch(tmp_path, monkeypatch):

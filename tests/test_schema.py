@@ -1,4 +1,6 @@
-"""The record format: our serializer against TensorFlow's, and no TensorFlow in Beam worker modules."""
+"""The dataset contract: our serializer against TensorFlow's, metadata.json as a typed object, and no TensorFlow
+or Beam where they are not needed."""
+import json
 import subprocess
 import sys
 
@@ -36,6 +38,50 @@ def test_beam_worker_modules_do_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_contract_imports_neither_beam_nor_tensorflow():
+    code = "import sys; import data_prep.schema; print(sorted({'apache_beam', 'tensorflow', 'PIL'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_metadata_reads_back_to_the_very_file_a_build_wrote(sample_dataset, tmp_path):
+    out, report = sample_dataset
+    written = json.loads((out / schema.METADATA_FILE).read_text())
+    metadata = schema.DatasetMetadata.read(str(out))
+    assert metadata.to_dict() == written
+    assert metadata.split_sizes == report["splits"]
+    metadata.write(str(tmp_path))
+    assert (tmp_path / schema.METADATA_FILE).read_bytes() == (out / schema.METADATA_FILE).read_bytes()
+    assert [p.rsplit("/", 1)[1] for p in metadata.shard_paths(str(out), "train")] == sorted(
+        p.name for p in out.iterdir() if p.name.startswith("catsdogs-train.tfrecord-"))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["splits"]["train"].update(num_examples=1), "splits: train: num_examples=1 but its"),
+    (lambda m: m["image"].pop("channels"), "image: missing fields ['channels']"),
+    (lambda m: m["augmentation"].update(rotation=2.0), "augmentation: augmentation rotation=2.0: must be in [0, 1)"),
+    (lambda m: m.update(statistics={"mean": [1.0]}), "statistics: missing fields"),
+    (lambda m: m.update(colour="blue"), "unknown fields ['colour']"),
+])
+def test_a_malformed_field_is_named_with_what_to_do(sample_dataset, tmp_path, edit, message):
+    out, _ = sample_dataset
+    values = json.loads((out / schema.METADATA_FILE).read_text())
+    edit(values)
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps(values))
+    with pytest.raises(schema.MetadataError) as error:
+        schema.DatasetMetadata.read(str(tmp_path))
+    assert str(error.value).startswith(f"{tmp_path / schema.METADATA_FILE} is malformed: ")
+    assert message in str(error.value) and "rebuild it with" in str(error.value)
+
+
+def test_another_schema_version_is_refused(sample_dataset, tmp_path):
+    out, _ = sample_dataset
+    values = json.loads((out / schema.METADATA_FILE).read_text()) | {"schema_version": 99}
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps(values))
+    with pytest.raises(schema.MetadataError, match="schema_version 99, this code reads 1"):
+        schema.DatasetMetadata.read(str(tmp_path))
 
 
 @pytest.mark.parametrize("channels", [1, 3])

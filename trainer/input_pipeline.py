@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import posixpath
 import time
 from typing import Any, Callable, Sequence
 
@@ -27,7 +28,6 @@ import tensorflow as tf
 from absl import logging
 
 from data_prep import schema
-from data_prep.augmentation import AugmentationPolicy
 
 NORMALIZATIONS = ("vgg16", "dataset", "unit")
 CACHE_MODES = ("auto", "memory", "none")  # Anything else is a directory for a file cache.
@@ -36,23 +36,46 @@ SHUFFLE_BUFFER_BYTES = 256 << 20  # Decoded images held by the training shuffle 
 PARSE_BATCH_SIZE = 128  # Records parsed per tf.io.parse_example call.
 READ_BUFFER_BYTES = 8 << 20
 
-_REBUILD = "rebuild it with `python -m data_prep.build`"
 _PROCESS_STARTED = time.time()  # File-cache locks older than this were left by an earlier process.
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What the trainer needs to know about a dataset directory, read from metadata.json."""
+    """A dataset directory whose metadata.json was read and whose shard files were found as it records them."""
 
     data_dir: str
-    name: str
-    class_names: tuple[str, ...]
-    num_classes: int
-    channels: int
-    split_sizes: dict[str, int]
-    statistics: dict[str, Any]
-    augmentation: AugmentationPolicy
-    metadata: dict[str, Any]
+    metadata: schema.DatasetMetadata
+
+    @property
+    def name(self) -> str:
+        return self.metadata.dataset
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.metadata.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.metadata.class_names)
+
+    @property
+    def channels(self) -> int:
+        return self.metadata.image.channels
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return self.metadata.split_sizes
+
+    @property
+    def statistics(self) -> schema.Statistics | None:
+        return self.metadata.statistics
+
+    @property
+    def augmentation(self) -> schema.AugmentationPolicy:
+        return self.metadata.augmentation
+
+    def shard_paths(self, split: str) -> list[str]:
+        return self.metadata.shard_paths(self.data_dir, split)
 
 
 def open_dataset(data_dir: str, *, verify_records: bool = False) -> DatasetInfo:
@@ -63,60 +86,36 @@ def open_dataset(data_dir: str, *, verify_records: bool = False) -> DatasetInfo:
     With `verify_records`, also reads every shard once to count its records (a full
     pass over the data; also catches shards whose counts alone are wrong).
     """
-    metadata = schema.read_metadata(data_dir)
-    where = os.path.join(data_dir, schema.METADATA_FILE)
-    try:
-        name = metadata[schema.META_DATASET]
-        class_names = tuple(metadata[schema.META_CLASS_NAMES])
-        channels = int(metadata[schema.META_IMAGE]["channels"])
-        splits = metadata[schema.META_SPLITS]
-        split_sizes = {split: int(s["num_examples"]) for split, s in splits.items()}
-        shard_lengths = {split: [int(n) for n in s["shard_lengths"]] for split, s in splits.items()}
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{where} lacks or mangles field {e}: {_REBUILD}.") from e
-    for split, lengths in shard_lengths.items():
-        if sum(lengths) != split_sizes[split]:
-            raise ValueError(f"{where}: split {split!r} has num_examples={split_sizes[split]} but its "
-                             f"shard_lengths sum to {sum(lengths)}: {_REBUILD}.")
-    _check_shard_files(data_dir, metadata, shard_lengths)
+    info = DatasetInfo(data_dir, schema.DatasetMetadata.read(data_dir))
+    _check_shard_files(info)
     if verify_records:
-        for split, lengths in shard_lengths.items():
-            for path, expected in zip(schema.shard_paths(data_dir, metadata, split), lengths):
+        for split, split_info in info.metadata.splits.items():
+            for path, expected in zip(info.shard_paths(split), split_info.shard_lengths):
                 _verify_record_count(path, expected)
-    return DatasetInfo(
-        data_dir=data_dir,
-        name=name,
-        class_names=class_names,
-        num_classes=len(class_names),
-        channels=channels,
-        split_sizes=split_sizes,
-        statistics=dict(metadata.get(schema.META_STATISTICS) or {}),
-        augmentation=AugmentationPolicy.from_dict(metadata.get(schema.META_AUGMENTATION) or {}),
-        metadata=metadata,
-    )
+    return info
 
 
-def _check_shard_files(data_dir: str, metadata: dict[str, Any], shard_lengths: dict[str, list[int]]) -> None:
+def _check_shard_files(info: DatasetInfo) -> None:
     """One directory listing (cheap on Cloud Storage too) instead of a request per shard."""
-    fs, root = fsspec.core.url_to_fs(data_dir)
-    sizes = {os.path.basename(entry["name"].rstrip("/")): entry["size"] for entry in fs.ls(root, detail=True)}
-    for split, lengths in shard_lengths.items():
-        for path, length in zip(schema.shard_paths(data_dir, metadata, split), lengths):
-            filename = os.path.basename(path)
+    fs, root = fsspec.core.url_to_fs(info.data_dir)
+    sizes = {posixpath.basename(entry["name"].rstrip("/")): entry["size"] for entry in fs.ls(root, detail=True)}
+    for split, split_info in info.metadata.splits.items():
+        paths = info.shard_paths(split)
+        for path, length in zip(paths, split_info.shard_lengths):
+            filename = posixpath.basename(path)
             if filename not in sizes:
                 raise FileNotFoundError(f"shard {filename} listed in {schema.METADATA_FILE} is missing from "
-                                        f"{data_dir}: {_REBUILD}.")
+                                        f"{info.data_dir}: {schema.REBUILD}.")
             if length > 0 and not sizes[filename]:
                 raise ValueError(f"shard {path} is empty but {schema.METADATA_FILE} records {length} "
-                                 f"examples in it: {_REBUILD}.")
-        recorded = metadata[schema.META_SPLITS][split].get("num_bytes")
-        found = sum(sizes[os.path.basename(p)] for p in schema.shard_paths(data_dir, metadata, split))
-        if recorded is not None and found != recorded:
+                                 f"examples in it: {schema.REBUILD}.")
+        found = sum(sizes[posixpath.basename(p)] for p in paths)
+        if found != split_info.num_bytes:
             # Rare and fatal anyway: read the split to name the damaged shard.
-            for path, length in zip(schema.shard_paths(data_dir, metadata, split), lengths):
+            for path, length in zip(paths, split_info.shard_lengths):
                 _verify_record_count(path, length)
-            raise ValueError(f"the {split} shards in {data_dir} hold {found} bytes but {schema.METADATA_FILE} "
-                             f"records {recorded}: {_REBUILD}.")
+            raise ValueError(f"the {split} shards in {info.data_dir} hold {found} bytes but {schema.METADATA_FILE} "
+                             f"records {split_info.num_bytes}: {schema.REBUILD}.")
 
 
 def _verify_record_count(path: str, expected: int) -> None:
@@ -124,10 +123,11 @@ def _verify_record_count(path: str, expected: int) -> None:
     try:
         count = int(records.reduce(tf.constant(0, tf.int64), lambda n, batch: n + tf.size(batch, tf.int64)))
     except tf.errors.DataLossError as e:
-        raise ValueError(f"shard {path} is truncated or corrupt ({e.message.splitlines()[0]}): {_REBUILD}.") from e
+        raise ValueError(f"shard {path} is truncated or corrupt ({e.message.splitlines()[0]}): "
+                         f"{schema.REBUILD}.") from e
     if count != expected:
         raise ValueError(f"shard {path} holds {count} records but {schema.METADATA_FILE} records {expected}: "
-                         f"{_REBUILD}.")
+                         f"{schema.REBUILD}.")
 
 
 def output_channels(info: DatasetInfo, normalization: str) -> int:
@@ -219,8 +219,8 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
     normalize = tf.function(make_normalizer(info, normalization), jit_compile=True)
     if deterministic is None:
         deterministic = not training
-    paths = schema.shard_paths(info.data_dir, info.metadata, split)
-    lengths = [int(n) for n in info.metadata[schema.META_SPLITS][split]["shard_lengths"]]
+    paths = info.shard_paths(split)
+    lengths = list(info.metadata.splits[split].shard_lengths)
 
     def input_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         context = input_context or tf.distribute.InputContext()
@@ -322,8 +322,8 @@ def _remove_stale_cache_lock(path: str) -> None:
 
 def _fingerprint(info: DatasetInfo, split: str) -> str:
     """Names file caches after the split's content so a rebuilt dataset never reads a stale cache."""
-    described = json.dumps([info.metadata[schema.META_SPLITS][split], info.metadata.get(schema.META_BUILD)],
-                           sort_keys=True, default=str)
+    recorded = info.metadata.to_dict()
+    described = json.dumps([recorded["splits"][split], recorded["build"]], sort_keys=True)
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
@@ -349,17 +349,17 @@ def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tenso
     if normalization == "unit":
         return lambda images: tf.cast(images, tf.float32) * (1.0 / 255.0)
     if normalization == "dataset":
-        mean, std = info.statistics.get("mean"), info.statistics.get("std")
+        mean, std = (info.statistics.mean, info.statistics.std) if info.statistics else (None, None)
         if not mean or not std or len(mean) != info.channels or len(std) != info.channels or min(std) <= 0:
             raise ValueError(f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
                              f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
-                             f"mean={mean}, std={std}: {_REBUILD} or choose another normalization.")
+                             f"mean={mean}, std={std}: {schema.REBUILD} or choose another normalization.")
         mean_t, inv_std = tf.constant(mean, tf.float32), tf.constant([1.0 / s for s in std], tf.float32)
         return lambda images: (tf.cast(images, tf.float32) - mean_t) * inv_std
     raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")
 
 
-def augment_batch(images: tf.Tensor, policy: AugmentationPolicy, seed: tf.Tensor) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, policy: schema.AugmentationPolicy, seed: tf.Tensor) -> tf.Tensor:
     """Applies `policy` to float32 [B, H, W, C] images (0..255), a pure function of (images, seed).
 
     Flips, rotation, zoom and translation compose into one affine map per image,
