@@ -1,4 +1,5 @@
-"""Each dataset's default augmentation policy, and the offline copies `--augment_copies` makes with a policy.
+"""Each dataset's default augmentation policy, and the offline copies `--augment_copies` makes with a policy
+(`random_transform`, and the `AugmentCopies` DoFn of the write graph).
 
 data_prep chooses defaults that fit the data (no flips for digits; flips, rotation
 and zoom for photos) and records them in metadata.json (schema.AugmentationPolicy);
@@ -6,13 +7,20 @@ the trainer applies the recorded policy to the training split only.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
-from typing import Any
+from typing import Any, Iterable
 
+import apache_beam as beam
 import numpy as np
 from PIL import Image
 
+from data_prep import example_proto, images, schema
+from data_prep.examples import Example, ExampleInfo, Pointer
+from data_prep.results import METRICS_NAMESPACE
 from data_prep.schema import AugmentationPolicy
+from data_prep.spill import read_spilled
 
 
 # Photos of animals and objects: mirror-symmetric classes, framing varies.
@@ -67,3 +75,31 @@ def random_transform(pixels: np.ndarray, policy: AugmentationPolicy,
         out = (out - mean) * params["contrast"] + mean
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return (out[:, :, np.newaxis] if out.ndim == 2 else out), params
+
+
+class AugmentCopies(beam.DoFn):
+    """K offline-augmented copies of a training example, deterministic from (seed, key, copy index)."""
+
+    def __init__(self, copies: int, seed: int, policy: schema.AugmentationPolicy,
+                 image_options: images.ImageOptions):
+        self._copies, self._seed, self._policy, self._image_options = copies, seed, policy, image_options
+
+    def process(self, pointer: Pointer) -> Iterable[Example]:
+        record = read_spilled([pointer])[(pointer.spill_path, pointer.offset)]
+        feature = example_proto.Example.FromString(record).features.feature
+        coarse = feature[schema.COARSE_LABEL].int64_list.value if schema.COARSE_LABEL in feature else None
+        source = pointer.info
+        pixels = images.decode(feature[schema.IMAGE].bytes_list.value[0],
+                               dataclasses.replace(self._image_options, resize_policy="none")).pixels
+        for copy in range(self._copies):
+            rng = np.random.default_rng([self._seed, int(source.key[:16], 16), copy])
+            augmented, params = random_transform(pixels, self._policy, rng)
+            key = hashlib.sha256(f"{source.key}:augment:{self._seed}:{copy}".encode()).hexdigest()
+            filename = f"{source.filename}#augment{copy}"
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "augmented").inc()
+            yield Example(
+                ExampleInfo(key=key, filename=filename, label=source.label, split=source.split, dedupe_key=key,
+                            num_pixels=source.num_pixels, moments=source.moments, source_key=source.key),
+                schema.serialize_example(images.encode(augmented, self._image_options), filename, key, source.label,
+                                         coarse_label=coarse[0] if coarse else None,
+                                         augment_source_key=source.key, augment_params=params))

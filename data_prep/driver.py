@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import create_runner
 
 from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, logs, output
-from data_prep import pipeline, schema
+from data_prep import pipeline, progress, results, schema, splits
 
 FOLDER_DATASETS = ("catsdogs", "imagefolder")
 DATASETS = FOLDER_DATASETS + keras_sources.DATASETS
@@ -187,11 +187,11 @@ class _ProgressLogger(threading.Thread):
     def run(self):
         start = time.monotonic()
         while not self._stopped.wait(PROGRESS_INTERVAL_S):
-            self.done = pipeline.read_progress(self._work_dir)
+            self.done = progress.read_progress(self._work_dir)
             rate = self.done / (time.monotonic() - start)
             logging.info("progress: %d / %d files (%.0f%%), %.1f files/s", self.done, self.total,
                          100 * self.done / max(self.total, 1), rate)
-            work, now = (self.done, pipeline.count_shard_files(self._output_dir)), time.monotonic()
+            work, now = (self.done, progress.count_shard_files(self._output_dir)), time.monotonic()
             self._seen = (now, now if work != self._work else self._seen[1])
             self._work = work
 
@@ -208,7 +208,7 @@ class JobStalled(UserError):
     """The job did no work for --stall_timeout_s: its workers died, hang, or cannot start."""
 
 
-def _wait_for_job(result: beam.runners.runner.PipelineResult, progress: _ProgressLogger, runner_name: str,
+def _wait_for_job(result: beam.runners.runner.PipelineResult, watcher: _ProgressLogger, runner_name: str,
                   stall_timeout_s: float) -> None:
     """Waits for the job; cancels it and raises JobStalled once it has shown no work for stall_timeout_s (0: never).
 
@@ -229,7 +229,7 @@ def _wait_for_job(result: beam.runners.runner.PipelineResult, progress: _Progres
     threading.Thread(target=wait, name="wait_until_finish", daemon=True).start()
     submitted = time.monotonic()
     while not finished.wait(PROGRESS_INTERVAL_S):
-        idle = progress.idle_s(since=submitted)
+        idle = watcher.idle_s(since=submitted)
         if stall_timeout_s and idle > stall_timeout_s and not finished.is_set():
             try:
                 result.cancel()
@@ -237,7 +237,7 @@ def _wait_for_job(result: beam.runners.runner.PipelineResult, progress: _Progres
                 logging.warning("could not cancel the stalled job: %s", e)
             raise JobStalled(
                 f"--runner={runner_name}: no file processed and no shard begun for {idle:.0f} s (--stall_timeout_s="
-                f"{stall_timeout_s:g}; {progress.done} / {progress.total} files done), job cancelled; check that its "
+                f"{stall_timeout_s:g}; {watcher.done} / {watcher.total} files done), job cancelled; check that its "
                 f"workers are alive and that their Python has apache_beam and data_prep installed (a worker pool "
                 f"starts `python` from its PATH)")
     if failures:
@@ -251,7 +251,7 @@ class _Source:
     dataset: str
     total: int  # Inputs: files, or official examples.
     read: Callable[[beam.Pipeline, str], tuple[beam.PCollection, list[beam.PCollection]]]  # (p, work_dir)
-    split_spec: pipeline.SplitSpec
+    split_spec: splits.SplitSpec
     image_options: images.ImageOptions
     class_names: Sequence[str]
     metadata: dict[str, Any]  # Source-specific fields of metadata.json.
@@ -274,29 +274,29 @@ def _run(source: _Source, common: CommonOptions) -> dict[str, Any]:
             image_options=source.image_options, shard_size_bytes=int(common.shard_size_mb * 2**20),
             fixed_num_shards=common.num_shards, augment_copies=common.augment_copies, augment_seed=common.seed,
             policy=policy)
-        progress = _ProgressLogger(work_dir, target.temp_url, source.total)
-        progress.start()
+        watcher = _ProgressLogger(work_dir, target.temp_url, source.total)
+        watcher.start()
         try:
             p = beam.Pipeline(options=options)
             examples, problems = source.read(p, work_dir)
             _ = examples | "Write" >> pipeline.WriteDataset(write_options, problems)
             result = p.run()  # Local runners return when the job is done, the others once it is submitted.
-            _wait_for_job(result, progress, options.view_as(StandardOptions).runner, common.stall_timeout_s)
+            _wait_for_job(result, watcher, options.view_as(StandardOptions).runner, common.stall_timeout_s)
         finally:
-            progress.stop()
-        results = output.read_results(work_dir)
-        report = output.build_report(results, files_seen=source.total)
+            watcher.stop()
+        outcome = results.read_results(work_dir)
+        report = results.build_report(outcome, files_seen=source.total)
         check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
-        output.complete_empty_shards(results, target.temp_url, name)
+        results.complete_empty_shards(outcome, target.temp_url, name)
         image = source.image_options
         metadata = schema.DatasetMetadata(
             dataset=name, class_names=tuple(source.class_names),
             image=schema.ImageSpec(format=image.image_format, channels=image.channels,
                                    resize_policy=image.resize_policy, image_size=image.image_size,
                                    jpeg_quality=image.jpeg_quality),
-            splits=output.split_infos(results), augmentation=policy,
-            statistics=schema.Statistics.from_dict(results.statistics) if results.statistics else None,
+            splits=results.split_infos(outcome), augmentation=policy,
+            statistics=schema.Statistics.from_dict(outcome.statistics) if outcome.statistics else None,
             source=source.metadata,
             build=schema.BuildSettings(augment_copies=common.augment_copies, seed=common.seed,
                                        max_pixels=image.max_pixels),
@@ -353,7 +353,7 @@ def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *,
     threads = decode_threads(pipeline_options(common.beam_args), threads)
     check_output(common)
     try:
-        split_spec = pipeline.SplitSpec.parse(split)
+        split_spec = splits.SplitSpec.parse(split)
         listing = folders.list_input(input_dir, dataset, layout, class_names)
     except (ValueError, folders.LayoutError) as e:
         raise UserError(str(e)) from None
@@ -364,7 +364,7 @@ def build_folder_dataset(dataset: str, input_dir: str, common: CommonOptions, *,
         manifest = posixpath.join(work_dir, "manifest.jsonl")
         folders.write_manifest(listing, manifest)
         decoded = p | "ReadFolder" >> folders.ReadFolder(manifest, image_options, work_dir, threads)
-        return decoded.examples, [decoded[pipeline.REJECTED], decoded[pipeline.SKIPPED], decoded[pipeline.WARNING]]
+        return decoded.examples, [decoded[results.REJECTED], decoded[results.SKIPPED], decoded[results.WARNING]]
 
     return _run(_Source(
         dataset=dataset, total=len(listing.entries), read=read, split_spec=split_spec, image_options=image_options,
@@ -396,7 +396,7 @@ def build_keras_dataset(dataset: str, common: CommonOptions, *, input_path: str 
         return p | "ReadKeras" >> keras_pipeline.ReadKeras(source, image_options, validation, work_dir, chunk_size), []
 
     return _run(_Source(
-        dataset=dataset, total=total, read=read, split_spec=pipeline.SplitSpec((("train", 100.0),)),
+        dataset=dataset, total=total, read=read, split_spec=splits.SplitSpec((("train", 100.0),)),
         image_options=image_options, class_names=source.class_names,
         coarse_class_names=source.coarse_class_names,
         metadata={"kind": dataset, **source.to_metadata(), "validation_size": len(validation),
@@ -410,7 +410,7 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
     since a runner's metrics are best-effort. A disagreement on a local run is a bug.
     """
     try:
-        found = result.metrics().query(MetricsFilter().with_namespace(pipeline.METRICS_NAMESPACE))["counters"]
+        found = result.metrics().query(MetricsFilter().with_namespace(results.METRICS_NAMESPACE))["counters"]
     except NotImplementedError:
         return {}
     if not found:

@@ -26,7 +26,7 @@ import apache_beam as beam
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from data_prep import images, pipeline, schema, stats
+from data_prep import examples, images, progress, results, schema, stats
 
 LAYOUTS = ("auto", "class_folders", "split_folders", "flat")
 SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
@@ -246,8 +246,8 @@ def _label(layout: str, dataset: str, class_names: Sequence[str] | None, relpath
 class FileResult:
     """One manifest entry read: an example (perhaps with a warning), or a problem's kind and reason."""
 
-    example: pipeline.Example | None = None
-    problem: str | None = None  # pipeline.REJECTED or pipeline.SKIPPED.
+    example: examples.Example | None = None
+    problem: str | None = None  # results.REJECTED or results.SKIPPED.
     reason: str | None = None  # The problem's reason, or the example's warning.
 
 
@@ -260,22 +260,22 @@ def _filesystem(protocol: str) -> fsspec.AbstractFileSystem:
 def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     """Reads, decodes and encodes one file; free of Beam calls, so several files can be read at once."""
     if entry.skip:
-        return FileResult(problem=pipeline.SKIPPED, reason=entry.skip)
+        return FileResult(problem=results.SKIPPED, reason=entry.skip)
     try:
         data = _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)
         decoded = images.decode(data, options)
         encoded = images.encode(decoded.image, options)
     except images.RejectedImage as e:
-        return FileResult(problem=pipeline.REJECTED, reason=str(e))
+        return FileResult(problem=results.REJECTED, reason=str(e))
     except Exception as e:  # An unreadable file or a decoder bug: list it, keep the job alive.
-        return FileResult(problem=pipeline.REJECTED, reason=f"could not process: {type(e).__name__}: {e}")
+        return FileResult(problem=results.REJECTED, reason=f"could not process: {type(e).__name__}: {e}")
     warnings = [w for w in (decoded.warning, _name_warning(entry.relpath)) if w]
     key = hashlib.sha256(data).hexdigest()
     # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
     # pixel-identical re-encodes, and anything else that would be stored identically.
     dedupe_key = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-    return FileResult(example=pipeline.Example(
-        pipeline.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
+    return FileResult(example=examples.Example(
+        examples.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
                              dedupe_key=dedupe_key, num_pixels=decoded.image.width * decoded.image.height,
                              moments=stats.channel_moments(decoded.image)),
         schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label)),
@@ -304,28 +304,28 @@ class ProcessFiles(beam.DoFn):
         self._threads = threads
 
     def setup(self):
-        self._progress = pipeline.Progress(self._work_dir)
+        self._progress = progress.Progress(self._work_dir)
         self._pool = futures.ThreadPoolExecutor(self._threads) if self._threads > 1 else None
-        self._counters = {kind: beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, kind)
-                          for kind in ("files_seen", pipeline.REJECTED, pipeline.SKIPPED)}
+        self._counters = {kind: beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, kind)
+                          for kind in ("files_seen", results.REJECTED, results.SKIPPED)}
 
     def process(self, lines: list[str]):
         entries = [ManifestEntry(**json.loads(line)) for line in lines]
         if self._pool:
-            results = self._pool.map(read_file, entries, itertools.repeat(self._options))
+            read = self._pool.map(read_file, entries, itertools.repeat(self._options))
         else:
-            results = (read_file(entry, self._options) for entry in entries)
-        for entry, result in zip(entries, results):
+            read = (read_file(entry, self._options) for entry in entries)
+        for entry, result in zip(entries, read):
             self._progress.add()
             self._counters["files_seen"].inc()
             if result.problem:
                 self._counters[result.problem].inc()
-                yield beam.pvalue.TaggedOutput(result.problem, pipeline.result(
+                yield beam.pvalue.TaggedOutput(result.problem, results.result(
                     result.problem, path=entry.relpath, reason=result.reason))
                 continue
             if result.reason:
-                yield beam.pvalue.TaggedOutput(pipeline.WARNING, pipeline.result(
-                    pipeline.WARNING, path=entry.relpath, reason=result.reason))
+                yield beam.pvalue.TaggedOutput(results.WARNING, results.result(
+                    results.WARNING, path=entry.relpath, reason=result.reason))
             yield result.example
 
     def finish_bundle(self):
@@ -334,6 +334,13 @@ class ProcessFiles(beam.DoFn):
     def teardown(self):
         if self._pool:
             self._pool.shutdown()
+
+
+def read_lines(path: str) -> Iterable[str]:
+    """Lines of a text file (local or any fsspec URL), streamed: Beam's text IO would need its own GCS client."""
+    with fsspec.open(path, "r") as f:
+        for line in f:
+            yield line.rstrip("\n")
 
 
 def write_manifest(listing: Listing, path: str) -> None:
@@ -348,7 +355,7 @@ FILES_PER_BATCH = 64  # Keeps a worker's decode threads busy; small enough to sp
 def read_batches(path: str, size: int) -> Iterable[list[str]]:
     """The manifest's lines in consecutive batches of `size`."""
     batch = []
-    for line in pipeline.read_lines(path):
+    for line in read_lines(path):
         batch.append(line)
         if len(batch) == size:
             yield batch
@@ -373,4 +380,4 @@ class ReadFolder(beam.PTransform):
                 | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
                 | "Spread" >> beam.Reshuffle()
                 | "Decode" >> beam.ParDo(ProcessFiles(self._options, self._work_dir, self._threads)).with_outputs(
-                    pipeline.REJECTED, pipeline.SKIPPED, pipeline.WARNING, main="examples"))
+                    results.REJECTED, results.SKIPPED, results.WARNING, main="examples"))

@@ -12,7 +12,7 @@ from typing import AbstractSet, Iterable
 
 import apache_beam as beam
 
-from data_prep import images, keras_sources, pipeline, schema, stats
+from data_prep import examples, images, keras_sources, progress, results, schema, stats
 
 
 def example_key(dataset: str, split: str, index: int) -> str:
@@ -45,10 +45,10 @@ class ReadChunk(beam.DoFn):
         self._source, self._options, self._validation, self._work_dir = source, options, validation, work_dir
 
     def setup(self):
-        self._progress = pipeline.Progress(self._work_dir)
-        self._files_seen = beam.metrics.Metrics.counter(pipeline.METRICS_NAMESPACE, "files_seen")
+        self._progress = progress.Progress(self._work_dir)
+        self._files_seen = beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, "files_seen")
 
-    def process(self, chunk: keras_sources.Chunk) -> Iterable[pipeline.Example]:
+    def process(self, chunk: keras_sources.Chunk) -> Iterable[examples.Example]:
         dataset = self._source.dataset
         for index, pixels, label, coarse in keras_sources.read_chunk(self._source, chunk):
             key = example_key(dataset, chunk.split, index)
@@ -56,9 +56,9 @@ class ReadChunk(beam.DoFn):
             filename = f"{chunk.split}/{index:05d}"
             self._files_seen.inc()
             self._progress.add()
-            yield pipeline.Example(
+            yield examples.Example(
                 # Official examples are never merged as duplicates: their key is their dedupe key.
-                pipeline.ExampleInfo(key=key, filename=filename, label=label, split=split, dedupe_key=key,
+                examples.ExampleInfo(key=key, filename=filename, label=label, split=split, dedupe_key=key,
                                      num_pixels=pixels.shape[0] * pixels.shape[1],
                                      moments=stats.channel_moments(pixels)),
                 schema.serialize_example(images.encode(pixels, self._options), filename, key, label,

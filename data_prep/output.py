@@ -12,18 +12,17 @@ that finds `dataset_info.json` and `metadata.json` finds a complete dataset.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
+import contextlib
 import os
 import posixpath
 import tempfile
 import uuid
-from typing import Any, Sequence
+from typing import BinaryIO, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from data_prep import logs, ownership, pipeline, schema
+from data_prep import logs, ownership, schema
 
 
 class OutputError(ValueError):
@@ -86,77 +85,6 @@ class AtomicOutput:
             self.fs.rm(self.temp_path, recursive=True)
 
 
-@dataclasses.dataclass
-class Results:
-    """What the pipeline reported, read back from its result lines."""
-
-    shards: dict[str, dict[int, dict]] = dataclasses.field(default_factory=dict)  # split -> index -> line
-    shard_counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    rejected: list[dict] = dataclasses.field(default_factory=list)
-    skipped: list[dict] = dataclasses.field(default_factory=list)
-    duplicates: list[dict] = dataclasses.field(default_factory=list)
-    warnings: list[dict] = dataclasses.field(default_factory=list)
-    statistics: dict | None = None
-
-    @property
-    def written(self) -> int:
-        return sum(s["num_examples"] for by_index in self.shards.values() for s in by_index.values())
-
-    def split_sizes(self) -> dict[str, int]:
-        return {split: sum(s["num_examples"] for s in by_index.values()) for split, by_index in self.shards.items()}
-
-
-def read_results(work_dir: str) -> Results:
-    """Collects the result lines; a line repeated by a retried bundle counts once. Order is deterministic."""
-    fs, root = fsspec.core.url_to_fs(work_dir)
-    lines: set[str] = set()
-    for path in fs.glob(posixpath.join(root, pipeline.RESULTS_DIR, "*.jsonl")):
-        with fs.open(path, "r") as f:
-            lines.update(f)
-    results = Results()
-    lists = {pipeline.REJECTED: results.rejected, pipeline.SKIPPED: results.skipped,
-             pipeline.DUPLICATE: results.duplicates, pipeline.WARNING: results.warnings}
-    for line in sorted(lines):
-        item = json.loads(line)
-        kind = item.pop("kind")
-        if kind == pipeline.SHARD:
-            results.shards.setdefault(item["split"], {})[item["index"]] = item
-            results.shard_counts[item["split"]] = item["count"]
-        elif kind == pipeline.STATISTICS:
-            results.statistics = item["values"] and {"split": item["split"], **item["values"]}
-        else:
-            lists[kind].append(item)
-    return results
-
-
-def complete_empty_shards(results: Results, dataset_dir: str, name: str) -> None:
-    """A shard that the hash left without records still has to exist (as an empty file) for TFDS."""
-    for split, count in results.shard_counts.items():
-        for index in range(count):
-            if index not in results.shards[split]:
-                path = posixpath.join(dataset_dir, schema.shard_filename(name, split, index, count))
-                with fsspec.open(path, "wb"):
-                    pass
-                results.shards[split][index] = {"split": split, "index": index, "count": count,
-                                                "num_examples": 0, "num_bytes": 0}
-
-
-def ordered_splits(splits: Sequence[str]) -> list[str]:
-    known = [s for s in schema.SPLIT_ORDER if s in splits]
-    return known + sorted(s for s in splits if s not in known)
-
-
-def split_infos(results: Results) -> dict[str, schema.SplitInfo]:
-    """Each split's shard lengths and bytes, as the shard writers reported them; splits in SPLIT_ORDER first."""
-    infos = {}
-    for split in ordered_splits(list(results.shards)):
-        by_index = results.shards[split]
-        lengths = tuple(by_index[i]["num_examples"] for i in range(len(by_index)))
-        infos[split] = schema.SplitInfo(num_examples=sum(lengths), shard_lengths=lengths,
-                                        num_bytes=sum(s["num_bytes"] for s in by_index.values()))
-    return infos
-
-
 def write_metadata(dataset_dir: str, metadata: schema.DatasetMetadata) -> None:
     """dataset_info.json and features.json (TFDS) plus metadata.json (ours).
 
@@ -183,13 +111,17 @@ def write_metadata(dataset_dir: str, metadata: schema.DatasetMetadata) -> None:
     metadata.write(dataset_dir)
 
 
-def build_report(results: Results, files_seen: int) -> dict[str, Any]:
-    """The reconciled account of every input; raises if any input is unaccounted for."""
-    augmented = sum(s.get("num_augmented", 0) for by_index in results.shards.values() for s in by_index.values())
-    counts = {"files_seen": files_seen, "written": results.written - augmented, "rejected": len(results.rejected),
-              "duplicates": len(results.duplicates), "skipped": len(results.skipped)}
-    if counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"] != files_seen:
-        raise RuntimeError(f"counts do not reconcile: {counts}; the dataset was not committed")
-    return {"counts": {**counts, "augmented_copies": augmented}, "splits": results.split_sizes(),
-            "rejected": results.rejected, "duplicates": results.duplicates, "skipped": results.skipped,
-            "warnings": results.warnings}
+@contextlib.contextmanager
+def write_whole(url: str) -> Iterator[BinaryIO]:
+    """A file that appears complete or not at all: local files are renamed from a temporary name;
+    objects in object storage appear only when their upload completes (and renaming them is a copy)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        with fs.open(path, "wb") as f:
+            yield f
+        return
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    temp = f"{path}.incomplete-{uuid.uuid4().hex}"
+    with fs.open(temp, "wb") as f:
+        yield f
+    fs.mv(temp, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 import fsspec
 

@@ -21,7 +21,7 @@ from apache_beam.metrics.metricbase import MetricName
 from conftest import FAST_BEAM_ARGS, build_folder
 from PIL import Image
 
-from data_prep import build, driver, folders, images, output, pipeline, schema
+from data_prep import build, driver, folders, images, pipeline, progress, results, schema, spill
 
 
 def read_split(dataset_dir, split):
@@ -214,7 +214,7 @@ def test_overwrite_replaces_the_whole_dataset(tmp_path, monkeypatch):
 
 
 def test_failure_on_first_build_leaves_no_dataset(tmp_path, sample_folder, monkeypatch):
-    monkeypatch.setattr(output, "build_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(results, "build_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         build_folder(sample_folder.parent, tmp_path / "out")
     assert os.listdir(tmp_path) == []
@@ -244,7 +244,7 @@ def test_kill_9_mid_build_leaves_previous_dataset(tmp_path, sample_folder):
 
 def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypatch, caplog):
     monkeypatch.setattr(driver, "PROGRESS_INTERVAL_S", 0.01)
-    monkeypatch.setattr(pipeline.Progress, "INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress.Progress, "INTERVAL_S", 0.0)
     with caplog.at_level(logging.INFO):
         report = build_folder(sample_folder.parent, tmp_path / "out")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
@@ -285,7 +285,7 @@ def test_counters_that_disagree_with_the_report_are_logged(caplog):
             return self
 
         def query(self, _):
-            key = lambda name: MetricKey("Decode", MetricName(pipeline.METRICS_NAMESPACE, name))  # noqa: E731
+            key = lambda name: MetricKey("Decode", MetricName(results.METRICS_NAMESPACE, name))  # noqa: E731
             return {"counters": [MetricResult(key("files_seen"), 5, 6), MetricResult(key("written"), None, 4)]}
 
     counts = {"files_seen": 5, "written": 3, "augmented_copies": 0, "rejected": 2, "duplicates": 0, "skipped": 0}
@@ -387,7 +387,7 @@ def test_a_full_disk_is_one_line_naming_the_output_and_the_space_needed(tmp_path
     def disk_full(self, example):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline.SpillRecords, "process", disk_full)
+    monkeypatch.setattr(spill.SpillRecords, "process", disk_full)
     out = tmp_path / "out"
     with pytest.raises(driver.UserError) as error:
         build_folder(sample_folder.parent, out)

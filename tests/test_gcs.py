@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST_BEAM_ARGS, build_folder, free_ports
 from keras_files import write_mnist_npz
 
-from data_prep import driver, folders, ownership, pipeline
+from data_prep import driver, folders, ownership, progress
 
 BUCKET = "imgcls-test"
 
@@ -142,6 +142,6 @@ def test_shard_files_written_by_workers_are_counted_past_the_listing_cache(gcs):
     """The stall check counts shards the workers begin; gcsfs would otherwise answer from its first listing."""
     directory = f"{BUCKET}/counting"
     gcs.pipe(f"{directory}/_work/manifest.jsonl", b"")
-    assert pipeline.count_shard_files(f"gs://{directory}") == 0
+    assert progress.count_shard_files(f"gs://{directory}") == 0
     gcs.pipe(f"{directory}/catsdogs-train.tfrecord-00000-of-00001", b"")  # Another client, as a worker is.
-    assert pipeline.count_shard_files(f"gs://{directory}") == 1
+    assert progress.count_shard_files(f"gs://{directory}") == 1

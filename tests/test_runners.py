@@ -20,7 +20,7 @@ import time
 import pytest
 from conftest import build_folder, free_ports
 
-from data_prep import driver, images, pipeline, sample_data
+from data_prep import driver, images, progress, sample_data
 
 VENV_BIN = os.path.dirname(sys.executable)
 START_TIMEOUT_S = 60
@@ -139,7 +139,7 @@ def build_in_thread(*args, **kwargs) -> concurrent.futures.Future:
 def wait_for_progress(datasets_dir, build, timeout_s=60):
     """Returns once the build's workers report a processed file (and the build is still running)."""
     deadline = time.monotonic() + timeout_s
-    while not any(pipeline.read_progress(w) for w in glob.glob(str(datasets_dir / ".*.incomplete-*" / "_work"))):
+    while not any(progress.read_progress(w) for w in glob.glob(str(datasets_dir / ".*.incomplete-*" / "_work"))):
         assert not build.done(), f"the build ended before any progress was seen: {build.exception()!r}"
         assert time.monotonic() < deadline, "no progress from the workers"
         time.sleep(0.02)  # Polling interval only; the progress files are the synchronisation.
@@ -267,12 +267,12 @@ class FakeJob:
 @pytest.mark.slow
 def test_a_job_is_stalled_only_once_it_stops_processing_files_and_beginning_shards(tmp_path, fine_progress):
     work_dir, stall_timeout_s = tmp_path / "_work", 1.0
-    progress = driver._ProgressLogger(str(work_dir), str(tmp_path), total=10)
-    progress.start()
+    watcher = driver._ProgressLogger(str(work_dir), str(tmp_path), total=10)
+    watcher.start()
     working = FakeJob()
 
     def work():  # Files, then shards (as after the last decode), one every 0.1 s: far more often than the timeout.
-        files = pipeline.Progress(str(work_dir))
+        files = progress.Progress(str(work_dir))
         for _ in range(10):
             files.add()
             files.flush()
@@ -283,11 +283,11 @@ def test_a_job_is_stalled_only_once_it_stops_processing_files_and_beginning_shar
         working.ended.set()
 
     threading.Thread(target=work, daemon=True).start()
-    driver._wait_for_job(working, progress, "FakeRunner", stall_timeout_s)
+    driver._wait_for_job(working, watcher, "FakeRunner", stall_timeout_s)
     assert not working.cancelled
     stopped, start = FakeJob(), time.monotonic()
     with pytest.raises(driver.JobStalled, match=r"^--runner=FakeRunner: no file processed and no shard begun for "
                                                 r"\d+ s \(--stall_timeout_s=1; 10 / 10 files done\), job cancelled; "):
-        driver._wait_for_job(stopped, progress, "FakeRunner", stall_timeout_s)
+        driver._wait_for_job(stopped, watcher, "FakeRunner", stall_timeout_s)
     assert stopped.cancelled and stall_timeout_s < time.monotonic() - start < stall_timeout_s + 5
-    progress.stop()
+    watcher.stop()

@@ -20,7 +20,7 @@ import math
 import os
 import posixpath
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import fsspec
 import keras
