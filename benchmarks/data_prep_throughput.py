@@ -8,7 +8,7 @@ On the same generated photo-like JPEGs (300-500 px, `data_prep.sample_data`), sh
        `tf.image.resize`, `tf.io.encode_jpeg`, `tf.io.TFRecordWriter`;
   (a') the same loop with the job's own codec (`images.decode` + `images.encode`): a stricter
        baseline, since the ratio then measures only the pipeline around the codec;
-  (b)  the Beam job (`driver.build_folder_dataset`) with its defaults (the FnApiRunner with a process
+  (b)  the Beam job (`driver.build`) with its defaults (the FnApiRunner with a process
        per 2 cores, each decoding on 2 threads: on 2 cores, in_memory) and, for the record,
        multi_processing and multi_threading with a worker per core; the default again on rss_scale*N images;
   (c)  the job's decode+resize+encode of bytes already in memory on one core: the per-core limit;
@@ -57,7 +57,7 @@ _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where to generate images and 
 _KEEP = flags.DEFINE_bool("keep", False, "Keep --work_dir's images for the next run (reused when present).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Times each run is repeated (interleaved); the fastest is kept.")
 
-DEFAULT = "default"  # The run with no Beam args: what `driver.pipeline_options` picks.
+DEFAULT = "default"  # The run with no Beam args: what `runners.pipeline_options` picks.
 SAMPLE_INTERVAL_S = 0.05
 # Targets of issue 2.
 TARGET_VS_NAIVE = 1.5  # (b) >= 1.5 x (a); also shown against (a')
@@ -221,13 +221,13 @@ def beam_job(input_dir: str, output_dir: str, mode: str) -> dict[str, Any]:
 
     import tensorflow_datasets  # noqa: F401  The metadata writer's; imported once per process, like TF in (a).
 
-    from data_prep import driver
+    from data_prep import driver, options
 
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     shutil.rmtree(output_dir, ignore_errors=True)
     cpu_start, start = time.process_time(), time.perf_counter()
-    report = driver.build_folder_dataset(
-        "catsdogs", input_dir, driver.CommonOptions(output_dir=output_dir, beam_args=_beam_args(mode)))
+    report = driver.build(options.BuildOptions(dataset="catsdogs", output_dir=output_dir, input_dir=input_dir,
+                                               beam_args=tuple(_beam_args(mode))))
     seconds = time.perf_counter() - start
     counts = report["counts"]
     if counts["written"] != counts["files_seen"]:
@@ -399,11 +399,11 @@ def print_same_round_ratios(rounds: Sequence[dict[str, Run]], cores: int) -> Non
 
 def default_layout() -> str:
     """The processes and threads the job picks on this machine with no Beam flags."""
-    from data_prep import driver
+    from data_prep import runners
 
-    options = driver.pipeline_options([])
-    return (f"{options.get_all_options()['direct_running_mode']}, "
-            f"{driver.local_workers(options)} x {driver.decode_threads(options)} threads")
+    beam_options = runners.pipeline_options([])
+    return (f"{beam_options.get_all_options()['direct_running_mode']}, "
+            f"{runners.local_workers(beam_options)} x {runners.decode_threads(beam_options)} threads")
 
 
 def main(argv: Sequence[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -18,6 +18,7 @@ from PIL import Image
 
 from data_prep import example_proto, images, schema
 from data_prep.examples import Example, ExampleInfo, Pointer
+from data_prep.options import UserError
 from data_prep.results import METRICS_NAMESPACE
 from data_prep.schema import AugmentationPolicy
 from data_prep.spill import read_spilled
@@ -38,6 +39,33 @@ DEFAULT_POLICIES: dict[str, AugmentationPolicy] = {
     "cifar10": SMALL_PHOTO_POLICY,
     "cifar100": SMALL_PHOTO_POLICY,
 }
+
+
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def policy_for(dataset: str, overrides: Sequence[str] = ()) -> AugmentationPolicy:
+    """The dataset's default policy with `name=value` overrides (`--augmentation`)."""
+    default = DEFAULT_POLICIES[dataset]
+    names = [f.name for f in dataclasses.fields(default)]
+    values: dict[str, Any] = {}
+    for item in overrides:
+        name, _, text = item.partition("=")
+        if name not in names:
+            raise UserError(f"--augmentation={item}: expected name=value with a name of {names}")
+        if isinstance(getattr(default, name), bool):
+            if text.lower() not in _BOOLEANS:
+                raise UserError(f"--augmentation={item}: expected true or false")
+            values[name] = _BOOLEANS[text.lower()]
+        else:
+            try:
+                values[name] = float(text)
+            except ValueError:
+                raise UserError(f"--augmentation={item}: expected a number") from None
+    try:
+        return default.replace(**values)
+    except ValueError as e:
+        raise UserError(f"--augmentation: {e}") from None
 
 
 def random_transform(pixels: np.ndarray, policy: AugmentationPolicy,

@@ -16,76 +16,77 @@ from typing import Sequence
 
 from absl import app, flags
 
-from data_prep import driver, folders, images
+from data_prep import driver, images, options
 
-_DATASET = flags.DEFINE_enum("dataset", None, driver.DATASETS, "What to build.")
+_DEFAULT = options.BuildOptions  # Its class attributes are the fields' defaults.
+_IMAGE = images.ImageOptions
+
+_DATASET = flags.DEFINE_enum("dataset", None, options.DATASETS, "What to build.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to create (local path or gs://).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir (atomically).")
-_NAME = flags.DEFINE_string("name", None, "Dataset name (shard file prefix); default: --dataset.")
-_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", 128, "Target shard size; ignored when --num_shards is set.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 0, "Shards per split (0: from --shard_size_mb).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", _DEFAULT.overwrite, "Replace an existing --output_dir (atomically).")
+_NAME = flags.DEFINE_string("name", _DEFAULT.name, "Dataset name (shard file prefix); default: --dataset.")
+_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", _DEFAULT.shard_size_mb,
+                                    "Target shard size; ignored when --num_shards is set.")
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", _DEFAULT.num_shards, "Shards per split (0: from --shard_size_mb).")
 _AUGMENTATION = flags.DEFINE_list(
-    "augmentation", [], "Overrides of the recorded training-time augmentation policy, e.g. rotation=0.05,zoom=0.")
-_AUGMENT_COPIES = flags.DEFINE_integer("augment_copies", 0, "Offline-augmented copies of each training example.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the offline augmentation.")
+    "augmentation", list(_DEFAULT.augmentation),
+    "Overrides of the recorded training-time augmentation policy, e.g. rotation=0.05,zoom=0.")
+_AUGMENT_COPIES = flags.DEFINE_integer("augment_copies", _DEFAULT.augment_copies,
+                                       "Offline-augmented copies of each training example.")
+_SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of the offline augmentation.")
 _STALL_TIMEOUT_S = flags.DEFINE_float(
-    "stall_timeout_s", driver.STALL_TIMEOUT_S, "Cancel and fail a job that processes no file and begins no shard for "
-    "this long (0: never), such as one whose workers died or lack Beam; the default allows for Dataflow's worker "
+    "stall_timeout_s", _DEFAULT.stall_timeout_s, "Cancel and fail a job that processes no file and begins no shard "
+    "for this long (0: never), such as one whose workers died or lack Beam; the default allows for Dataflow's worker "
     "start-up. Runners other than the local ones only.", lower_bound=0)
 # Raw image folders.
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "catsdogs/imagefolder: raw image folder (local path or gs://).")
-_LAYOUT = flags.DEFINE_enum("layout", "auto", folders.LAYOUTS, "Input folder layout.")
+_LAYOUT = flags.DEFINE_enum("layout", _DEFAULT.layout, options.LAYOUTS, "Input folder layout.")
 _CLASS_NAMES = flags.DEFINE_list("class_names", None, "imagefolder: class folder names in label order.")
-_SPLIT = flags.DEFINE_string("split", "train:80,validation:10,test:10",
-                             "Hash-assigned splits (name:percent) for inputs that have none.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256, "Target size in pixels; see --resize_policy.")
+_SPLIT = flags.DEFINE_string("split", _DEFAULT.split, "Hash-assigned splits (name:percent) for inputs that have none.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", _IMAGE.image_size, "Target size in pixels; see --resize_policy.")
 _RESIZE_POLICY = flags.DEFINE_enum(
-    "resize_policy", "shorter_side", images.RESIZE_POLICIES,
+    "resize_policy", _IMAGE.resize_policy, images.RESIZE_POLICIES,
     "shorter_side: shorter side to --image_size, aspect kept, never upscaled; exact: squash to a square; none.")
-_IMAGE_FORMAT = flags.DEFINE_enum("image_format", "jpeg", images.IMAGE_FORMATS, "Stored encoding (png is lossless).")
-_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored images.")
-_MAX_PIXELS = flags.DEFINE_integer("max_pixels", 50_000_000, "Reject images with more pixels (read from the header).")
+_IMAGE_FORMAT = flags.DEFINE_enum("image_format", _IMAGE.image_format, images.IMAGE_FORMATS,
+                                  "Stored encoding (png is lossless).")
+_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", _IMAGE.jpeg_quality, "JPEG quality of the stored images.")
+_MAX_PIXELS = flags.DEFINE_integer("max_pixels", _IMAGE.max_pixels,
+                                   "Reject images with more pixels (read from the header).")
 _DECODE_THREADS = flags.DEFINE_integer(
-    "decode_threads", 0, "Files each Beam worker decodes at once; 0: this machine's cores shared among the local "
-    "worker processes, 1 on Dataflow, Flink or Spark.")
+    "decode_threads", _DEFAULT.decode_threads, "Files each Beam worker decodes at once; 0: this machine's cores "
+    "shared among the local worker processes, 1 on Dataflow, Flink or Spark.")
 # Keras datasets.
 _INPUT = flags.DEFINE_string("input", None, "Keras datasets: a local copy (mnist.npz, the Fashion-MNIST folder, "
                              "cifar-*-python.tar.gz or its folder); default: Keras's cache, downloading if online.")
-_VALIDATION_SIZE = flags.DEFINE_string("validation_size", "5000",
+_VALIDATION_SIZE = flags.DEFINE_string("validation_size", _DEFAULT.validation_size,
                                        "Keras datasets: validation carved out of train, a count or a percentage.")
 
 
-def _build(argv: Sequence[str]) -> None:
+def build_options(argv: Sequence[str]) -> options.BuildOptions:
+    """The parsed flags as one BuildOptions; `argv[1:]` are the flags left for Beam."""
     for flag in (_DATASET, _OUTPUT_DIR):
         if flag.value is None:
-            raise driver.UserError(f"--{flag.name} is required")
-    common = driver.CommonOptions(
-        output_dir=_OUTPUT_DIR.value, overwrite=_OVERWRITE.value, name=_NAME.value, shard_size_mb=_SHARD_SIZE_MB.value,
-        num_shards=_NUM_SHARDS.value, policy=driver.augmentation_policy(_DATASET.value, _AUGMENTATION.value),
-        augment_copies=_AUGMENT_COPIES.value, seed=_SEED.value, beam_args=argv[1:],
-        stall_timeout_s=_STALL_TIMEOUT_S.value)
-    if _DATASET.value not in driver.FOLDER_DATASETS:
-        driver.build_keras_dataset(_DATASET.value, common, input_path=_INPUT.value,
-                                   validation_size=_VALIDATION_SIZE.value)
-        return
-    if not _INPUT_DIR.value:
-        raise driver.UserError(f"--input_dir is required for --dataset={_DATASET.value}")
+            raise options.UserError(f"--{flag.name} is required")
     try:
-        image_options = images.ImageOptions(
+        image = images.ImageOptions(
             image_size=_IMAGE_SIZE.value, resize_policy=_RESIZE_POLICY.value, image_format=_IMAGE_FORMAT.value,
             jpeg_quality=_JPEG_QUALITY.value, max_pixels=_MAX_PIXELS.value)
     except ValueError as e:
-        raise driver.UserError(str(e)) from None
-    driver.build_folder_dataset(_DATASET.value, _INPUT_DIR.value, common, layout=_LAYOUT.value,
-                                class_names=_CLASS_NAMES.value, split=_SPLIT.value, image_options=image_options,
-                                threads=_DECODE_THREADS.value)
+        raise options.UserError(str(e)) from None
+    return options.BuildOptions(
+        dataset=_DATASET.value, output_dir=_OUTPUT_DIR.value, overwrite=_OVERWRITE.value, name=_NAME.value,
+        shard_size_mb=_SHARD_SIZE_MB.value, num_shards=_NUM_SHARDS.value, augmentation=tuple(_AUGMENTATION.value),
+        augment_copies=_AUGMENT_COPIES.value, seed=_SEED.value, stall_timeout_s=_STALL_TIMEOUT_S.value,
+        beam_args=tuple(argv[1:]), input_dir=_INPUT_DIR.value, layout=_LAYOUT.value,
+        class_names=tuple(_CLASS_NAMES.value) if _CLASS_NAMES.value else None, split=_SPLIT.value, image=image,
+        decode_threads=_DECODE_THREADS.value, input=_INPUT.value, validation_size=_VALIDATION_SIZE.value)
 
 
 def main(argv: Sequence[str]) -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown the progress.
     try:
-        _build(argv)
-    except driver.UserError as e:
+        driver.build(build_options(argv))
+    except options.UserError as e:
         sys.exit(f"error: {e}")
 
 

@@ -27,8 +27,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from data_prep import examples, images, progress, results, schema, stats
+from data_prep.options import LAYOUTS
 
-LAYOUTS = ("auto", "class_folders", "split_folders", "flat")
 SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                       "val": "validation", "test": "test", "testing": "test"}
 CATSDOGS_CLASSES = ("cat", "dog")  # Labels 0 and 1, as TFDS cats_vs_dogs.

@@ -8,7 +8,7 @@ each example's key, so it never depends on order or parallelism.
 from __future__ import annotations
 
 import hashlib
-from typing import AbstractSet, Iterable
+from typing import AbstractSet, Iterable, Sequence
 
 import apache_beam as beam
 
@@ -69,11 +69,13 @@ class ReadChunk(beam.DoFn):
 
 
 class ReadKeras(beam.PTransform):
+    """The examples of `chunks` (keras_sources.plan_chunks), spread over workers."""
+
     def __init__(self, source: keras_sources.KerasSource, options: images.ImageOptions,
-                 validation: AbstractSet[int], work_dir: str, chunk_size: int = 5000):
+                 validation: AbstractSet[int], work_dir: str, chunks: Sequence[keras_sources.Chunk]):
         super().__init__()
         self._read = ReadChunk(source, options, validation, work_dir)
-        self._chunks = keras_sources.plan_chunks(source, chunk_size)
+        self._chunks = list(chunks)
 
     def expand(self, pbegin):
         return (pbegin

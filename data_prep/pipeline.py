@@ -126,9 +126,9 @@ class WriteOptions:
     split_spec: SplitSpec
     image_options: images.ImageOptions
     shard_size_bytes: int = 128 * 2**20
-    fixed_num_shards: int = 0
+    num_shards: int = 0  # Per split; 0: from shard_size_bytes.
     augment_copies: int = 0  # Offline-augmented copies per training example.
-    augment_seed: int = 0
+    seed: int = 0  # Of the offline augmentation.
     policy: schema.AugmentationPolicy = schema.AugmentationPolicy()
     train_split: str = "train"  # Statistics and offline augmentation use this split only.
 
@@ -152,7 +152,7 @@ class WriteDataset(beam.PTransform):
         train = assigned | "TrainOnly" >> beam.Filter(lambda p: p.info.split == o.train_split)
         if o.augment_copies:
             copies = (train
-                      | "Augment" >> beam.ParDo(AugmentCopies(o.augment_copies, o.augment_seed, o.policy,
+                      | "Augment" >> beam.ParDo(AugmentCopies(o.augment_copies, o.seed, o.policy,
                                                               o.image_options))
                       | "SpillCopies" >> beam.ParDo(SpillRecords(o.work_dir)))
             assigned = (assigned, copies) | "WithCopies" >> beam.Flatten()
@@ -160,7 +160,7 @@ class WriteDataset(beam.PTransform):
                   | "SizeBySplit" >> beam.Map(lambda p: (p.info.split, (1, p.length)))
                   | "SumBySplit" >> beam.CombinePerKey(_sum_pairs)
                   | "NumShards" >> beam.MapTuple(
-                      lambda split, sizes: (split, num_shards(*sizes, o.shard_size_bytes, o.fixed_num_shards))))
+                      lambda split, sizes: (split, num_shards(*sizes, o.shard_size_bytes, o.num_shards))))
         shards = (assigned
                   | "ShardKey" >> beam.Map(_shard_key, beam.pvalue.AsDict(counts))
                   | "GroupShards" >> beam.GroupByKey()

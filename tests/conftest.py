@@ -10,7 +10,7 @@ os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
 
 import pytest  # noqa: E402
 
-from data_prep import driver, images, sample_data, schema  # noqa: E402
+from data_prep import driver, images, options, sample_data, schema  # noqa: E402
 
 # In-process runner: a test build of a few dozen images is dominated by worker start-up otherwise.
 FAST_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory")
@@ -31,9 +31,10 @@ def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_
                  split="train:80,validation:10,test:10", image_options=images.ImageOptions(image_size=64), threads=1,
                  **common):
     """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread)."""
-    return driver.build_folder_dataset(
-        dataset, str(input_dir), driver.CommonOptions(output_dir=str(output_dir), beam_args=beam_args, **common),
-        layout=layout, class_names=class_names, split=split, image_options=image_options, threads=threads)
+    return driver.build(options.BuildOptions(
+        dataset=dataset, output_dir=str(output_dir), input_dir=str(input_dir), beam_args=tuple(beam_args),
+        layout=layout, class_names=tuple(class_names) if class_names else None, split=split, image=image_options,
+        decode_threads=threads, **common))
 
 
 @pytest.fixture(autouse=True)

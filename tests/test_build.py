@@ -21,7 +21,7 @@ from apache_beam.metrics.metricbase import MetricName
 from conftest import FAST_BEAM_ARGS, build_folder
 from PIL import Image
 
-from data_prep import build, driver, folders, images, pipeline, progress, results, schema, spill
+from data_prep import build, driver, folders, images, pipeline, progress, results, runners, schema, spill
 
 
 def read_split(dataset_dir, split):
@@ -243,7 +243,7 @@ def test_kill_9_mid_build_leaves_previous_dataset(tmp_path, sample_folder):
 
 
 def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypatch, caplog):
-    monkeypatch.setattr(driver, "PROGRESS_INTERVAL_S", 0.01)
+    monkeypatch.setattr(runners, "PROGRESS_INTERVAL_S", 0.01)
     monkeypatch.setattr(progress.Progress, "INTERVAL_S", 0.0)
     with caplog.at_level(logging.INFO):
         report = build_folder(sample_folder.parent, tmp_path / "out")
@@ -265,8 +265,8 @@ def test_a_fork_after_a_build_prints_no_error(tmp_path):
     attributes must not shadow it (it printed "TypeError: 'Event' object is not callable" in every child)."""
     script = textwrap.dedent(f"""
         import os
-        from data_prep import driver
-        logger = driver._ProgressLogger({str(tmp_path)!r}, {str(tmp_path)!r}, 1)
+        from data_prep import runners
+        logger = runners.JobWatcher({str(tmp_path)!r}, {str(tmp_path)!r}, 1)
         logger.start()
         logger.stop()
         pid = os.fork()

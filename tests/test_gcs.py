@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST_BEAM_ARGS, build_folder, free_ports
 from keras_files import write_mnist_npz
 
-from data_prep import driver, folders, ownership, progress
+from data_prep import driver, folders, options, ownership, progress
 
 BUCKET = "imgcls-test"
 
@@ -93,9 +93,9 @@ def test_keras_file_on_gs_builds_to_gs(gcs, tmp_path):
     rng = np.random.default_rng(0)
     write_mnist_npz(tmp_path / "mnist.npz", rng, x_train_shape=(8, 28, 28))
     gcs.put(str(tmp_path / "mnist.npz"), f"{BUCKET}/keras/mnist.npz")
-    report = driver.build_keras_dataset(
-        "mnist", driver.CommonOptions(output_dir=f"gs://{BUCKET}/datasets/mnist", beam_args=FAST_BEAM_ARGS),
-        input_path=f"gs://{BUCKET}/keras/mnist.npz", validation_size="2")
+    report = driver.build(options.BuildOptions(
+        dataset="mnist", output_dir=f"gs://{BUCKET}/datasets/mnist", beam_args=FAST_BEAM_ARGS,
+        input=f"gs://{BUCKET}/keras/mnist.npz", validation_size="2"))
     assert report["splits"] == {"train": 6, "validation": 2, "test": 3}
     metadata = json.loads(gcs.cat_file(f"{BUCKET}/datasets/mnist/metadata.json"))
     assert metadata["source"]["path"] == f"gs://{BUCKET}/keras/mnist.npz"

@@ -12,14 +12,12 @@ from keras_files import cifar10_members, cifar100_members, write_fashion, write_
 from PIL import Image
 
 from data_prep import build as build_cli
-from data_prep import driver, keras_sources, schema
+from data_prep import driver, keras_sources, options, schema
 
 
 def build(dataset, output_dir, input_path, **kwargs):
-    common = {k: kwargs.pop(k) for k in ("augment_copies", "seed") if k in kwargs}
-    return driver.build_keras_dataset(
-        dataset, driver.CommonOptions(output_dir=str(output_dir), beam_args=FAST_BEAM_ARGS, **common),
-        input_path=str(input_path), **kwargs)
+    return driver.build(options.BuildOptions(dataset=dataset, output_dir=str(output_dir), beam_args=FAST_BEAM_ARGS,
+                                             input=str(input_path), **kwargs))
 
 
 def records(dataset_dir, split):
@@ -165,6 +163,6 @@ def test_offline_and_uncached_names_the_file_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(driver.UserError, match=r"cifar-10-python\.tar\.gz.*" + str(tmp_path / "keras")):
-        driver.build_keras_dataset("cifar10", driver.CommonOptions(output_dir=str(tmp_path / "out"),
-                                                                   beam_args=FAST_BEAM_ARGS))
+        driver.build(options.BuildOptions(dataset="cifar10", output_dir=str(tmp_path / "out"),
+                                          beam_args=FAST_BEAM_ARGS))
     assert not (tmp_path / "out").exists()

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 import tensorflow as tf
+from conftest import build_folder
 
 from configs import mnist_cnn
-from data_prep import driver, images, sample_data
+from data_prep import images, sample_data
 from trainer import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,12 +21,8 @@ def test_small_cnn_learns_generated_photos_with_mirrored_strategy(tmp_path):
     raw = tmp_path / "raw" / "PetImages"
     sample_data.write_sample_folder(str(raw), images_per_class=150, min_side=40, max_side=64, include_broken=False)
     data_dir, model_dir = tmp_path / "data", tmp_path / "run"
-    driver.build_folder_dataset(
-        "imagefolder", str(raw.parent),
-        driver.CommonOptions(output_dir=str(data_dir), beam_args=("--runner=FnApiRunner",
-                                                                   "--direct_running_mode=in_memory")),
-        layout="auto", class_names=None, split="train:60,validation:40",
-        image_options=images.ImageOptions(image_size=32, resize_policy="exact"))
+    build_folder(raw.parent, data_dir, dataset="imagefolder", split="train:60,validation:40",
+                 image_options=images.ImageOptions(image_size=32, resize_policy="exact"))
 
     result = subprocess.run(
         [sys.executable, "-m", "trainer.main", "--config=configs/mnist_cnn.py", f"--data_dir={data_dir}",

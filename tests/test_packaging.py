@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from data_prep import driver
+from data_prep import options, runners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAFLOW = ["--runner=DataflowRunner", "--project=my-project", "--region=europe-west4",
@@ -16,7 +16,7 @@ DATAFLOW = ["--runner=DataflowRunner", "--project=my-project", "--region=europe-
 
 
 def test_complete_dataflow_options_pass_offline():
-    options = driver.pipeline_options(DATAFLOW).get_all_options()
+    options = runners.pipeline_options(DATAFLOW).get_all_options()
     assert options["runner"] == "DataflowRunner" and options["setup_file"].endswith("setup.py")
 
 
@@ -29,19 +29,19 @@ def test_complete_dataflow_options_pass_offline():
 ])
 def test_incomplete_dataflow_options_name_what_is_missing(drop, message, add):
     args = [a for a in DATAFLOW if not a.startswith(drop)] + add
-    with pytest.raises(driver.UserError, match=f"needs .*{re.escape(message)}"):
-        driver.pipeline_options(args)
+    with pytest.raises(options.UserError, match=f"needs .*{re.escape(message)}"):
+        runners.pipeline_options(args)
 
 
 @pytest.mark.parametrize("runner", ["dataflow", "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"])
 def test_any_name_of_the_dataflow_runner_gets_its_options_checked(runner):
-    with pytest.raises(driver.UserError, match=f"--runner={re.escape(runner)} needs --project"):
-        driver.pipeline_options([f"--runner={runner}"])
+    with pytest.raises(options.UserError, match=f"--runner={re.escape(runner)} needs --project"):
+        runners.pipeline_options([f"--runner={runner}"])
 
 
 def test_dataflow_temp_location_must_be_gcs():
-    with pytest.raises(driver.UserError, match="gs:// path"):
-        driver.pipeline_options([a if not a.startswith("--temp_location") else "--temp_location=/tmp/x"
+    with pytest.raises(options.UserError, match="gs:// path"):
+        runners.pipeline_options([a if not a.startswith("--temp_location") else "--temp_location=/tmp/x"
                                  for a in DATAFLOW])
 
 
@@ -51,11 +51,11 @@ def test_dataflow_temp_location_must_be_gcs():
 def test_local_default_is_a_process_per_two_cores_each_decoding_on_two_threads(monkeypatch, cores, mode, workers,
                                                                                threads):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    options = driver.pipeline_options([])
+    options = runners.pipeline_options([])
     known = options.get_all_options()
     assert (known["runner"], known["direct_running_mode"], known["direct_num_workers"]) == ("FnApiRunner", mode, workers)
-    assert driver.decode_threads(options) == threads
-    assert driver.decode_threads(options, requested=3) == 3
+    assert runners.decode_threads(options) == threads
+    assert runners.decode_threads(options, requested=3) == 3
 
 
 @pytest.mark.parametrize("args", [["--direct_running_mode=multi_processing"],
@@ -63,25 +63,25 @@ def test_local_default_is_a_process_per_two_cores_each_decoding_on_two_threads(m
                                   ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]])
 def test_worker_processes_asked_for_by_name_use_every_core_with_one_decode_thread_each(monkeypatch, args):
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    options = driver.pipeline_options(args)
+    options = runners.pipeline_options(args)
     assert options.get_all_options()["direct_running_mode"] == "multi_processing"
     assert options.get_all_options()["direct_num_workers"] in (4, 0)  # 0: Beam's own "a worker per core".
-    assert driver.decode_threads(options) == 1
+    assert runners.decode_threads(options) == 1
 
 
 def test_explicit_worker_count_shares_the_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    options = driver.pipeline_options(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    assert driver.decode_threads(options) == 4
-    assert driver.decode_threads(driver.pipeline_options(["--direct_running_mode=in_memory"])) == 8
+    options = runners.pipeline_options(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert runners.decode_threads(options) == 4
+    assert runners.decode_threads(runners.pipeline_options(["--direct_running_mode=in_memory"])) == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    options = driver.pipeline_options(["--direct_num_workers=2"])  # Workers without a mode: worker processes.
+    options = runners.pipeline_options(["--direct_num_workers=2"])  # Workers without a mode: worker processes.
     assert options.get_all_options()["direct_running_mode"] == "multi_processing"
-    assert driver.decode_threads(options) == 1
+    assert runners.decode_threads(options) == 1
 
 
 def test_other_runners_get_one_decode_thread():
-    assert driver.decode_threads(driver.pipeline_options(DATAFLOW)) == 1
+    assert runners.decode_threads(runners.pipeline_options(DATAFLOW)) == 1
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ import time
 import pytest
 from conftest import build_folder, free_ports
 
-from data_prep import driver, images, progress, sample_data
+from data_prep import images, options, progress, runners, sample_data
 
 VENV_BIN = os.path.dirname(sys.executable)
 START_TIMEOUT_S = 60
@@ -106,7 +106,7 @@ def start_worker_pool(tmp_path):
 @pytest.fixture
 def fine_progress(monkeypatch):
     """Progress read (and stalls checked) every 0.2 s, so that a short --stall_timeout_s is measured closely."""
-    monkeypatch.setattr(driver, "PROGRESS_INTERVAL_S", 0.2)
+    monkeypatch.setattr(runners, "PROGRESS_INTERVAL_S", 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +167,10 @@ def test_portable_runner_with_external_workers_builds_byte_identical_output(
 def test_a_runner_given_by_module_path_gets_the_options_its_module_registers():
     flag = "--cluster_address=tcp://scheduler:8786"
     assert "runner_with_options" not in sys.modules, "its options would already be registered"
-    with pytest.raises(driver.UserError, match="unknown flag.*--cluster_address"):
-        driver.pipeline_options([flag])
-    options = driver.pipeline_options(["--runner=runner_with_options.ClusterRunner", flag])
-    assert options.get_all_options()["cluster_address"] == "tcp://scheduler:8786"
+    with pytest.raises(options.UserError, match="unknown flag.*--cluster_address"):
+        runners.pipeline_options([flag])
+    beam_options = runners.pipeline_options(["--runner=runner_with_options.ClusterRunner", flag])
+    assert beam_options.get_all_options()["cluster_address"] == "tcp://scheduler:8786"
 
 
 @pytest.mark.parametrize("name,message", [
@@ -179,15 +179,15 @@ def test_a_runner_given_by_module_path_gets_the_options_its_module_registers():
     ("Flinkk", "Unexpected pipeline runner: Flinkk"),
 ])
 def test_a_runner_that_cannot_be_loaded_is_one_line_naming_the_flag(name, message):
-    with pytest.raises(driver.UserError) as error:
-        driver.pipeline_options([f"--runner={name}"])
+    with pytest.raises(options.UserError) as error:
+        runners.pipeline_options([f"--runner={name}"])
     assert str(error.value).startswith(f"--runner={name}: cannot load this runner: ")
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["portable", "Flink", "SparkRunner", "direct"])
 def test_beams_short_runner_names_are_loaded_as_beam_resolves_them(name):
-    assert driver.pipeline_options([f"--runner={name}"]).get_all_options()["runner"] == name
+    assert runners.pipeline_options([f"--runner={name}"]).get_all_options()["runner"] == name
 
 
 @pytest.mark.slow
@@ -202,7 +202,7 @@ def test_workers_without_beam_fail_the_build_within_the_stall_timeout(
     datasets.mkdir()
     stall_timeout_s = 3
     start = time.monotonic()
-    with pytest.raises(driver.JobStalled) as error:
+    with pytest.raises(runners.JobStalled) as error:
         build_folder(sample_folder.parent, datasets / "out", beam_args=pool.beam_args, stall_timeout_s=stall_timeout_s)
     assert stall_timeout_s < time.monotonic() - start < stall_timeout_s + 20
     message = str(error.value)
@@ -225,7 +225,7 @@ def test_a_worker_frozen_mid_build_fails_the_build_within_the_stall_timeout(
     wait_for_progress(datasets, build)
     os.killpg(pool.process.pid, signal.SIGSTOP)  # The pool and its SDK worker: alive, connected, and doing nothing.
     frozen = time.monotonic()
-    with pytest.raises(driver.JobStalled, match=r"no shard begun for \d+ s .* [1-9]\d* / 1000 files done"):
+    with pytest.raises(runners.JobStalled, match=r"no shard begun for \d+ s .* [1-9]\d* / 1000 files done"):
         build.result(timeout=stall_timeout_s + 20)
     assert stall_timeout_s < time.monotonic() - frozen < stall_timeout_s + 20
     assert os.listdir(datasets) == [], "nothing committed, no temporary directory left"
@@ -244,7 +244,7 @@ def test_a_worker_pool_killed_mid_build_fails_the_build(
     killed = time.monotonic()
     error = build.exception(timeout=30)
     # Beam sees the closed connection and fails the job (about 1 s here); were it to wait, the stall timeout would end it.
-    assert isinstance(error, (RuntimeError, driver.JobStalled)), error
+    assert isinstance(error, (RuntimeError, runners.JobStalled)), error
     assert time.monotonic() - killed < 30
     assert os.listdir(datasets) == [], "nothing committed, no temporary directory left"
 
@@ -267,7 +267,7 @@ class FakeJob:
 @pytest.mark.slow
 def test_a_job_is_stalled_only_once_it_stops_processing_files_and_beginning_shards(tmp_path, fine_progress):
     work_dir, stall_timeout_s = tmp_path / "_work", 1.0
-    watcher = driver._ProgressLogger(str(work_dir), str(tmp_path), total=10)
+    watcher = runners.JobWatcher(str(work_dir), str(tmp_path), total=10)
     watcher.start()
     working = FakeJob()
 
@@ -283,11 +283,11 @@ def test_a_job_is_stalled_only_once_it_stops_processing_files_and_beginning_shar
         working.ended.set()
 
     threading.Thread(target=work, daemon=True).start()
-    driver._wait_for_job(working, watcher, "FakeRunner", stall_timeout_s)
+    runners.wait_for_job(working, watcher, "FakeRunner", stall_timeout_s)
     assert not working.cancelled
     stopped, start = FakeJob(), time.monotonic()
-    with pytest.raises(driver.JobStalled, match=r"^--runner=FakeRunner: no file processed and no shard begun for "
+    with pytest.raises(runners.JobStalled, match=r"^--runner=FakeRunner: no file processed and no shard begun for "
                                                 r"\d+ s \(--stall_timeout_s=1; 10 / 10 files done\), job cancelled; "):
-        driver._wait_for_job(stopped, watcher, "FakeRunner", stall_timeout_s)
+        runners.wait_for_job(stopped, watcher, "FakeRunner", stall_timeout_s)
     assert stopped.cancelled and stall_timeout_s < time.monotonic() - start < stall_timeout_s + 5
     watcher.stop()
