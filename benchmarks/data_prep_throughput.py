@@ -2,35 +2,12 @@ r"""Throughput of the data_prep Beam job against naive loops and the codec's lim
 
   .venv/bin/python -m benchmarks.data_prep_throughput --num_images=1000
 
-On the same generated photo-like JPEGs (300-500 px, `data_prep.sample_data`), shorter side 256, JPEG q90:
-
-  (a)  naive, as a notebook writes it: one process, `tf.io.read_file`, `tf.io.decode_image`,
-       `tf.image.resize`, `tf.io.encode_jpeg`, `tf.io.TFRecordWriter`;
-  (a') the same loop with the job's own codec (`images.decode` + `images.encode`): a stricter
-       baseline, since the ratio then measures only the pipeline around the codec;
-  (b)  the Beam job (`driver.build`) with its defaults (the FnApiRunner with a process
-       per 2 cores, each decoding on 2 threads: on 2 cores, in_memory) and, for the record,
-       multi_processing and multi_threading with a worker per core; the default again on rss_scale*N images;
-  (c)  the job's decode+resize+encode of bytes already in memory on one core: the per-core limit;
-  (d)  the same on every core (one process per core, no I/O, no Beam): what this machine's cores
-       give in parallel;
-  (e)  the job's whole per-image work (`folders.read_file`: read, decode, resize, encode, content and
-       dedupe keys, statistics, record) on one core, no Beam. r = (c)/(e) is what the issue's per-image
-       requirements cost beyond the codec, so (d)/r is the ceiling of (b) with Beam free and perfect overlap.
-
-Every run is a fresh spawned process; its imports are not timed, but everything the run starts
-(Beam workers and their imports) is. Each run is repeated --repeats times, interleaved, and the
-fastest is kept: a small VM's hypervisor takes back 15-50% of its busy vCPUs' time at moments ("steal").
-
-Peak RSS is the largest sum of RSS over the run's process and all its descendants (the Beam
-workers), sampled every 50 ms; shared library pages count once per process, so it is an upper
-bound. The exact per-process peaks (getrusage ru_maxrss) are printed beside it as a check.
-Other agents may share the CPU: "CPU ms/img" (the run's whole process tree, timed work only) is
-the cost on idle cores, and "other cores" is what everything else used meanwhile. "steal" is the
-CPU time the hypervisor withheld from this VM's runnable vCPUs, in cores on average: on this VM it
-reaches 0.3-1 core when both vCPUs are busy, which is most of the run-to-run noise. The last lines
-estimate each ratio had nothing been stolen (each run's rate x (CPU + steal) / CPU); an estimate,
-not a measurement, so the targets are judged on the measured rates.
+Rows, on the same generated photo-like JPEGs (shorter side to 256, JPEG q90): (a) the notebook loop with
+tf.image ops; (a') the same loop with the job's codec; (b) the Beam job (`driver.build`) in its default and
+other local modes, and at rss_scale*N; (c) the codec alone on one core; (d) the codec on every core; (e) the
+job's per-image function without Beam. Each run is a fresh process, repeated --repeats times interleaved, the
+fastest kept; peak RSS sums the process tree; "steal" is CPU the hypervisor withheld. benchmarks/README.md
+explains the rows and holds the latest result.
 """
 from __future__ import annotations
 
