@@ -25,11 +25,12 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from trainer.data import InputFn  # Here: yields (images, labels, mask) batches.
+
 REPORT_SUBDIR = "eval"
 MAX_ANNOTATED_CLASSES = 30  # Beyond this the plot shows colours only: counts would not be legible.
 
 PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (labels, model outputs) -> loss per example
-InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]  # Yields (images, labels, mask) batches.
 
 
 def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:

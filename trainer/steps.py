@@ -9,15 +9,13 @@ trainer runs.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
 from trainer import evaluate, models
-
-if TYPE_CHECKING:
-    from trainer.train import Data
+from trainer.data import Data
 
 Sums = dict[str, tf.Tensor]  # loss (sum over examples), correct, count
 

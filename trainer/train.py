@@ -24,27 +24,13 @@ from trainer import checkpointing, distribution, export, input_pipeline, models,
 from trainer import evaluate as evaluation
 from trainer import history as history_lib
 from trainer.checkpointing import CHECKPOINT_SUBDIR
+from trainer.data import Data, InputFn
 from trainer.history import METRICS_FILE  # noqa: F401  (re-exported: the model_dir layout)
 
 MODES = ("train", "eval", "train_and_eval")
 CONFIG_FILE = "config.json"
 EVAL_CONFIG_FILE = "config_eval.json"  # --mode=eval keeps the training run's config.json.
 BEST_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
-
-InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    """What the loop needs from a dataset: input functions and sizes."""
-
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    train_input_fn: InputFn | None  # Infinite (images, labels), full per-replica batches.
-    eval_input_fn: InputFn | None  # One pass of full (images, labels, mask) batches; `eval_examples` unmasked.
-    train_steps_per_epoch: int
-    eval_examples: int
-    class_names: tuple[str, ...] = ()  # For reports; empty: '0', '1', ...
 
 
 @dataclasses.dataclass(frozen=True)
