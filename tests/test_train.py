@@ -171,5 +171,4 @@ def test_xla_with_synchronized_batch_norm_on_several_replicas_is_refused():
     model = models.build_model("cifar_cnn", (32, 32, 3), 10)
     two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)
     with pytest.raises(ValueError, match="synchronized BatchNormalization"):
-        steps.make_train_loop(two_replicas, model, keras.optimizers.SGD(), global_batch_size=8, binary=False,
-                              jit_compile=True)
+        steps.make_train_loop(two_replicas, model, keras.optimizers.SGD(), global_batch_size=8, jit_compile=True)

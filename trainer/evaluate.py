@@ -25,20 +25,12 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from trainer import models
 from trainer.data import InputFn  # Here: yields (images, labels, mask) batches.
 
 REPORT_SUBDIR = "eval"
 MAX_ANNOTATED_CLASSES = 30  # Beyond this the plot shows colours only: counts would not be legible.
 
-PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (labels, model outputs) -> loss per example
-
-
-def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
-    """float32 [B, num_classes] from a model's outputs; one sigmoid unit p stands for classes (0, 1) as (1-p, p)."""
-    outputs = tf.cast(outputs, tf.float32)
-    if outputs.shape[-1] == 1:
-        return tf.concat([1.0 - outputs, outputs], axis=-1)
-    return outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +54,7 @@ class Totals:
 
 
 def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *,
-                         num_classes: int, num_examples: int, per_example_loss: PerExampleLoss,
-                         ) -> Callable[[], Totals]:
+                         num_classes: int, num_examples: int) -> Callable[[], Totals]:
     """A function running one pass over `input_fn`'s `(images, labels, mask)` batches.
 
     Built once and called as often as needed (every epoch), so the loop is traced once.
@@ -73,13 +64,11 @@ def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, i
 
     def replica_step(images, labels, mask):
         outputs = model(images, training=False)
-        example_losses = per_example_loss(labels, outputs)
+        example_losses = models.per_example_loss(labels, outputs)
         # tf.where, not a product: a non-finite output on a padding example must not reach the sum.
         loss = tf.reduce_sum(tf.where(mask > 0, example_losses, tf.zeros_like(example_losses)))
-        # argmax of (1-p, p) is class 1 exactly when p > 0.5, as in the training loop's accuracy.
-        predicted = tf.argmax(class_probabilities(outputs), axis=-1)
-        return loss, tf.math.confusion_matrix(labels, predicted, num_classes=num_classes, weights=mask,
-                                              dtype=tf.float32)
+        return loss, tf.math.confusion_matrix(labels, models.predicted_class(outputs), num_classes=num_classes,
+                                              weights=mask, dtype=tf.float32)
 
     @tf.function
     def count_all(dataset):
@@ -127,11 +116,10 @@ def make_report(confusion: np.ndarray, loss_sum: float, class_names: Sequence[st
 
 
 def evaluate_split(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *, num_examples: int,
-                   class_names: Sequence[str], per_example_loss: PerExampleLoss, split: str,
-                   checkpoint: str) -> dict[str, Any]:
+                   class_names: Sequence[str], split: str, checkpoint: str) -> dict[str, Any]:
     """The report of `model` on the split `input_fn` reads, which must hold `num_examples` examples."""
-    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names), num_examples=num_examples,
-                                  per_example_loss=per_example_loss)()
+    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names),
+                                  num_examples=num_examples)()
     return make_report(totals.confusion, totals.loss_sum, class_names, split=split, checkpoint=checkpoint)
 
 

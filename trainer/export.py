@@ -24,7 +24,6 @@ import tensorflow as tf
 from absl import logging
 
 from trainer import input_pipeline, models, predict
-from trainer.evaluate import class_probabilities
 
 EXPORT_SUBDIR = "export"
 SAVED_MODEL_SUBDIR = "saved_model"
@@ -41,7 +40,7 @@ def serving_function(model: keras.Model, *, class_names: Sequence[str], image_si
     def classify(image_bytes: tf.Tensor) -> tf.Tensor:
         images = tf.map_fn(lambda encoded: input_pipeline.decode_resize(encoded, channels, height, width),
                            image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
-        return class_probabilities(model(normalize(images), training=False))
+        return models.class_probabilities(model(normalize(images), training=False))
 
     def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         # A request of no images never reaches the model: oneDNN's convolution mis-shapes an empty batch.
@@ -65,7 +64,7 @@ def export_model(model: keras.Model, export_dir: str, info: input_pipeline.Datas
     Returns the SavedModel's path. Call on the chief only: reading the model's
     (mirrored) variables needs no other worker.
     """
-    units = models.output_layer(info.num_classes).units
+    units = models.head_units(info.num_classes)
     if model.output_shape[-1] != units:
         raise ValueError(f"model {model.name} has {model.output_shape[-1]} outputs, dataset {info.data_dir} has "
                          f"{info.num_classes} classes (a model for it has {units}).")

@@ -10,7 +10,6 @@ run's lifecycle.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Any, Callable
@@ -151,7 +150,6 @@ def _evaluate_checkpoint(config: ml_collections.ConfigDict, strategy: tf.distrib
     report = evaluation.evaluate_split(
         strategy, model, data.eval_input_fn, num_examples=data.eval_examples,
         class_names=data.class_names or tuple(str(k) for k in range(data.num_classes)),
-        per_example_loss=functools.partial(steps.per_example_loss, binary=models.is_binary(model)),
         split=config.test_split, checkpoint=path)
     if is_chief:
         evaluation.write_report(report, config.model_dir)
@@ -256,7 +254,7 @@ class _Training:
             checkpointing.restore_optimizer(self.restored, optimizer)
         train_loop = steps.make_train_loop(self.strategy, self.model, optimizer,
                                            global_batch_size=self.config.global_batch_size,
-                                           binary=models.is_binary(self.model), jit_compile=self.config.jit_compile)
+                                           jit_compile=self.config.jit_compile)
         manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=self.model, optimizer=optimizer, **self.state.variables()),
             self.checkpoint_dir, self.strategy, self.is_chief, self.config.checkpoints_to_keep)
