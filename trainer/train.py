@@ -26,10 +26,8 @@ from trainer.checkpointing import CHECKPOINT_SUBDIR
 from trainer.data import Data, InputFn
 from trainer.history import METRICS_FILE  # noqa: F401  (re-exported: the model_dir layout)
 
-MODES = ("train", "eval", "train_and_eval")
 CONFIG_FILE = "config.json"
 EVAL_CONFIG_FILE = "config_eval.json"  # --mode=eval keeps the training run's config.json.
-BEST_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,37 +37,6 @@ class Phase:
     optimizer: str
     learning_rate: float
     unfreeze_from: str | None  # Transfer models: see models.set_base_trainable.
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Catches bad combinations before any expensive setup."""
-    if config.mode not in MODES:
-        raise ValueError(f"--mode={config.mode!r}: choose one of {MODES}.")
-    if not config.data_dir:
-        raise ValueError("--data_dir is required: a dataset directory written by `python -m data_prep.build`.")
-    if not config.model_dir:
-        raise ValueError("--model_dir is required: where checkpoints, config.json and metrics.jsonl go.")
-    if config.model.name not in models.MODEL_NAMES:
-        raise ValueError(f"config model.name={config.model.name!r}: choose one of {models.MODEL_NAMES}.")
-    is_transfer = config.model.name == "vgg16_transfer"
-    if (config.model.freeze_base or config.fine_tune.epochs) and not is_transfer:
-        raise ValueError(f"model {config.model.name} has no pretrained base: model.freeze_base and "
-                         "fine_tune.epochs apply to vgg16_transfer only.")
-    if config.global_batch_size <= 0 or config.steps_per_loop <= 0:
-        raise ValueError("global_batch_size and steps_per_loop must be positive.")
-    if config.epochs < 0 or config.fine_tune.epochs < 0:
-        raise ValueError("epochs and fine_tune.epochs must be >= 0.")
-    if config.checkpoint_every_steps < 0 or config.checkpoints_to_keep <= 0:
-        raise ValueError("checkpoint_every_steps must be >= 0 (0: epoch ends only) and checkpoints_to_keep > 0.")
-    if config.best_metric not in ("", *BEST_METRICS) or config.best_mode not in ("max", "min"):
-        raise ValueError(f"best_metric={config.best_metric!r}, best_mode={config.best_mode!r}: choose best_metric "
-                         f"from {BEST_METRICS} (or '' for no best-model tracking) and best_mode max or min.")
-    if config.early_stopping_patience < 0:
-        raise ValueError("early_stopping_patience must be >= 0 (0: no early stopping).")
-    if config.early_stopping_patience and (
-            not config.best_metric or config.mode == "train" and config.best_metric.startswith("val_")):
-        raise ValueError(f"early_stopping_patience watches best_metric={config.best_metric!r}, which this run "
-                         "does not compute: set a best_metric, and use --mode=train_and_eval for a val_ metric.")
 
 
 def phases(config: ml_collections.ConfigDict) -> list[Phase]:
@@ -82,8 +49,10 @@ def phases(config: ml_collections.ConfigDict) -> list[Phase]:
 
 
 def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, Any]]]:
-    """Sets up devices, strategy and precision from `config`, then trains and/or evaluates."""
-    validate_config(config)
+    """Sets up devices, strategy and precision from `config`, then trains and/or evaluates.
+
+    `config` must have passed config_fields.validate (trainer.main.resolve_config validates it).
+    """
     distribution.configure_cpu_devices(config.num_cpu_devices)
     strategy = distribution.make_strategy(config.strategy, config.tpu)
     config.mixed_precision = distribution.resolve_precision(config.mixed_precision, config.strategy)
