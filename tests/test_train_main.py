@@ -7,7 +7,8 @@ import sys
 import pytest
 from absl import flags
 
-from trainer import config_fields, distribution, errors, input_pipeline, main, models
+from multiworker_train import make_config
+from trainer import config_fields, distribution, errors, input_pipeline, main, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
@@ -60,6 +61,45 @@ def test_short_flags_come_from_the_field_table(parse):
          "global_batch_size", "learning_rate", "seed"])  # The flags README.md and the configs' docstrings use.
     assert flag_values["strategy"].parser.enum_values == list(distribution.STRATEGIES)
     assert "early_stopping_patience=0: Ends a phase" in flag_values["config"].help
+
+
+def test_only_user_errors_become_one_line(monkeypatch, parse):
+    monkeypatch.setattr(main, "resolve_config", lambda: None)
+
+    def fail_with(error):
+        def run(config):
+            raise error
+        monkeypatch.setattr(train, "run", run)
+
+    fail_with(errors.UserError("the dataset has 1 class"))
+    with pytest.raises(SystemExit, match="^error: the dataset has 1 class$"):
+        main.main(["trainer.main"])
+    fail_with(ValueError("a bug"))  # Not bad input: keeps its traceback.
+    with pytest.raises(ValueError, match="a bug"):
+        main.main(["trainer.main"])
+
+
+def test_unset_flags_keep_the_config_values(parse):
+    config = main.resolve_config(parse("--config=configs/mnist_lenet5.py", "--data_dir=/d", "--model_dir=/m"))
+    assert (config.epochs, config.global_batch_size, config.strategy) == (15, 128, "mirrored")
+
+
+def test_missing_or_bad_flags_are_rejected(parse):
+    with pytest.raises(ValueError, match="--data_dir is required"):
+        main.resolve_config(parse("--config=configs/mnist_cnn.py", "--model_dir=/m"))
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse("--config=configs/mnist_cnn.py", "--strategy=horovod")
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse("--data_dir=/d")  # --config is required.
+
+
+def test_a_dataset_the_reader_refuses_is_bad_input(monkeypatch):
+    def refuse(data_dir):
+        raise ValueError(f"{data_dir}/metadata.json lacks or mangles field 'splits'")
+
+    monkeypatch.setattr(input_pipeline, "open_dataset", refuse)
+    with pytest.raises(errors.UserError, match="/d/metadata.json lacks or mangles field"):
+        train.load_data(make_config("/m", data_dir="/d"))
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)

@@ -28,6 +28,7 @@ from absl import logging
 
 from data_prep import schema
 from data_prep.augmentation import AugmentationPolicy
+from trainer.errors import UserError
 
 NORMALIZATIONS = ("vgg16", "dataset", "unit")
 CACHE_MODES = ("auto", "memory", "none")  # Anything else is a directory for a file cache.
@@ -206,9 +207,9 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
     `deterministic` defaults to `not training` (training order depends on thread timing).
     """
     if split not in info.split_sizes:
-        raise ValueError(f"split {split!r} not in {info.data_dir} (has {sorted(info.split_sizes)}).")
+        raise UserError(f"split {split!r} not in {info.data_dir} (has {sorted(info.split_sizes)}).")
     if not info.split_sizes[split]:
-        raise ValueError(f"split {split!r} of {info.data_dir} has no examples.")
+        raise UserError(f"split {split!r} of {info.data_dir} has no examples.")
     height, width = (int(n) for n in image_size)
     # XLA fuses the cast and the per-pixel arithmetic into one pass over the batch (Keras's VGG16
     # preprocessing alone makes three): about 0.4 ms less CPU per 128x128 image.
@@ -345,9 +346,9 @@ def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tenso
     if normalization == "dataset":
         mean, std = info.statistics.get("mean"), info.statistics.get("std")
         if not mean or not std or len(mean) != info.channels or len(std) != info.channels or min(std) <= 0:
-            raise ValueError(f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
-                             f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
-                             f"mean={mean}, std={std}: {_REBUILD} or choose another normalization.")
+            raise UserError(f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
+                            f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
+                            f"mean={mean}, std={std}: {_REBUILD} or choose another normalization.")
         mean_t, inv_std = tf.constant(mean, tf.float32), tf.constant([1.0 / s for s in std], tf.float32)
         return lambda images: (tf.cast(images, tf.float32) - mean_t) * inv_std
     raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")  # A caller's, not a config's.

@@ -9,8 +9,9 @@ field given with different values is an error. The resolved config is validated 
 written to MODEL_DIR/config.json.
 
 Rerunning the same command continues from MODEL_DIR's latest checkpoint. Exit codes:
-0 done; 1 bad input, or a NaN/Inf loss (one line naming the step; the last good checkpoint is
-kept); 42 (preemption.EXIT_CODE) stopped by SIGTERM after saving: restart it.
+0 done; 1 bad input (errors.UserError and the others of USER_ERRORS), or a NaN/Inf loss (one
+line naming the step; the last good checkpoint is kept); 42 (preemption.EXIT_CODE) stopped by
+SIGTERM after saving: restart it. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ml_collections import config_flags
 from trainer import config_fields, distribution, errors, models, preemption, train
 
 # Errors that mean bad input or environment: reported in one line, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, distribution.StrategyError, models.MissingWeightsError,
+USER_ERRORS = (errors.UserError, FileNotFoundError, distribution.StrategyError, models.MissingWeightsError,
                train.NonFiniteLossError)
 _DEFINE_BY_TYPE = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                    str: flags.DEFINE_string}

@@ -20,6 +20,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from trainer.errors import UserError
+
 # The file keras.applications.VGG16(weights='imagenet', include_top=False) looks for in ~/.keras/models.
 VGG16_NOTOP_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 VGG16_BASE = "vgg16"  # Name of the pretrained base inside the transfer model.
@@ -34,7 +36,7 @@ class MissingWeightsError(RuntimeError):
 def head_units(num_classes: int) -> int:
     """Units of the output layer for `num_classes` classes."""
     if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
+        raise UserError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
     return 1 if num_classes == 2 else num_classes
 
 
@@ -81,8 +83,8 @@ def vgg16_transfer(input_shape: tuple[int, int, int], num_classes: int, weights:
     part of it for fine-tuning never changes how its frozen layers compute.
     """
     if input_shape[-1] != 3:
-        raise ValueError(f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
-                         "(use normalization='vgg16', which converts grey to RGB).")
+        raise UserError(f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
+                        "(use normalization='vgg16', which converts grey to RGB).")
     base = _vgg16_base(input_shape, weights)
     inputs = keras.Input(input_shape, name="images")
     x = base(inputs, training=False)
@@ -123,7 +125,7 @@ def set_base_trainable(model: keras.Model, unfreeze_from: str | None) -> None:
     base = model.get_layer(VGG16_BASE)
     names = [layer.name for layer in base.layers]
     if unfreeze_from not in (None, WHOLE_BASE, *names):
-        raise ValueError(f"unfreeze_from={unfreeze_from!r} is not a layer of {base.name}; layers: {names}.")
+        raise UserError(f"unfreeze_from={unfreeze_from!r} is not a layer of {base.name}; layers: {names}.")
     base.trainable = unfreeze_from is not None
     trainable = unfreeze_from == WHOLE_BASE
     for layer in base.layers:

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from trainer import evaluate, models
 from trainer.data import Data
+from trainer.errors import UserError
 
 Sums = dict[str, tf.Tensor]  # loss (sum over examples), correct, count
 
@@ -65,9 +66,9 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimi
 
     if jit_compile:
         if strategy.num_replicas_in_sync > 1 and models.has_synchronized_batch_norm(model):
-            raise ValueError(f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
-                             f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
-                             "XLA); run without --config.jit_compile or on one replica.")
+            raise UserError(f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
+                            f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
+                            "XLA); run without --config.jit_compile or on one replica.")
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):

@@ -19,7 +19,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from trainer import checkpointing, distribution, export, input_pipeline, models, preemption, steps, summaries
+from trainer import checkpointing, distribution, errors, export, input_pipeline, models, preemption, steps, summaries
 from trainer import evaluate as evaluation
 from trainer import history as history_lib
 from trainer.checkpointing import CHECKPOINT_SUBDIR
@@ -66,7 +66,7 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
-    info = input_pipeline.open_dataset(config.data_dir)
+    info = _open_dataset(config.data_dir)
     image_size = tuple(int(n) for n in config.image_size)
 
     def input_fn(split: str, training: bool) -> InputFn:
@@ -86,6 +86,14 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
         eval_examples=info.split_sizes.get(eval_split, 0),
         class_names=info.class_names,
     )
+
+
+def _open_dataset(data_dir: str) -> input_pipeline.DatasetInfo:
+    """The dataset reader raises ValueError for a directory that does not match its metadata.json: bad input."""
+    try:
+        return input_pipeline.open_dataset(data_dir)
+    except ValueError as e:
+        raise errors.UserError(str(e)) from e
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
@@ -134,7 +142,7 @@ def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) ->
     if path:  # None after zero epochs.
         _restore_model(model, path)
     export.export_model(model, os.path.join(config.model_dir, export.EXPORT_SUBDIR),
-                        input_pipeline.open_dataset(config.data_dir), config.image_size, config.normalization)
+                        _open_dataset(config.data_dir), config.image_size, config.normalization)
 
 
 def _restore_model(model: keras.Model, path: str) -> None:
@@ -194,10 +202,10 @@ class _Training:
                      int(state.epoch.numpy()), self._step)
         steps_into_epoch, phase = state.steps_into_epoch(steps_per_epoch), int(state.phase.numpy())
         if not 0 <= steps_into_epoch <= steps_per_epoch or phase > len(self.phases):
-            raise ValueError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
-                             f"{phase}) does not fit this config ({steps_per_epoch} steps per "
-                             f"epoch, {len(self.phases)} phases): resume with the run's own config.json, or "
-                             "train in a new --model_dir.")
+            raise errors.UserError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
+                                   f"{phase}) does not fit this config ({steps_per_epoch} steps per epoch, "
+                                   f"{len(self.phases)} phases): resume with the run's own config.json, or train "
+                                   "in a new --model_dir.")
 
     def run(self) -> list[dict[str, Any]]:
         if self.restored:
