@@ -237,27 +237,38 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
                     f"{info.name}-{split}-{height}x{width}-{_fingerprint(info, split)}-"
                     f"{pipeline_id}of{num_pipelines}")
         if training:
-            image_bytes = height * width * info.channels
-            buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // image_bytes))
-            ds = ds.shuffle(buffer, seed=seed + pipeline_id, reshuffle_each_iteration=True).repeat()
-            ds = ds.batch(batch_size, drop_remainder=True).enumerate()
-            base_seed = tf.constant([seed, pipeline_id], tf.int64)
-            policy = info.augmentation
-
-            def augment_and_normalize(step, batch):
-                images, labels = batch
-                step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
-                return normalize(augment_batch(tf.cast(images, tf.float32), policy, step_seed)), labels
-
-            ds = ds.map(augment_and_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+            shuffle_buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // (height * width * info.channels)))
+            ds = _training_batches(ds, batch_size, shuffle_buffer, seed, pipeline_id, info.augmentation, normalize)
         else:
             largest = max(pipeline_num_examples(lengths, num_pipelines, i) for i in range(num_pipelines))
             num_batches = eval_batches_per_pipeline(largest, batch_size, replicas_per_pipeline(context))
-            ds = pad_to_full_batches(ds, batch_size, num_batches).map(
-                lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = _evaluation_batches(ds, batch_size, num_batches, normalize)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
     return input_fn
+
+
+def _training_batches(examples: tf.data.Dataset, batch_size: int, shuffle_buffer: int, seed: int, pipeline_id: int,
+                      policy: AugmentationPolicy, normalize: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+    """Shuffled, repeated, full batches of augmented and normalized images; (seed, pipeline, step) fixes the
+    augmentation of a batch."""
+    ds = examples.shuffle(shuffle_buffer, seed=seed + pipeline_id, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+    base_seed = tf.constant([seed, pipeline_id], tf.int64)
+
+    def augment_and_normalize(step, batch):
+        images, labels = batch
+        step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
+        return normalize(augment_batch(tf.cast(images, tf.float32), policy, step_seed)), labels
+
+    return ds.map(augment_and_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _evaluation_batches(examples: tf.data.Dataset, batch_size: int, num_batches: int,
+                        normalize: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+    """`num_batches` full batches of normalized `(images, labels, mask)` (see `pad_to_full_batches`)."""
+    return pad_to_full_batches(examples, batch_size, num_batches).map(
+        lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _read_records(paths: Sequence[str], lengths: Sequence[int], shuffle_seed: int | None) -> tf.data.Dataset:
