@@ -39,9 +39,10 @@ def _keras_optimizer(name: str) -> bool:
     Checked on the classes, without building one: an optimizer creates TensorFlow variables, which would initialize
     the devices before --num_cpu_devices can split the CPU.
     """
+    base = keras.optimizers.Optimizer
     return name.lower() in {
         class_name.lower() for class_name, cls in vars(keras.optimizers).items()
-        if inspect.isclass(cls) and issubclass(cls, keras.optimizers.Optimizer) and cls is not keras.optimizers.Optimizer
+        if inspect.isclass(cls) and issubclass(cls, base) and cls is not base
         and all(p.default is not p.empty for p in inspect.signature(cls).parameters.values()
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))}
 

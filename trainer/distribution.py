@@ -49,7 +49,7 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
         return _multi_worker_strategy()
     if name == "tpu":
         return _tpu_strategy(tpu)
-    raise ValueError(f"--strategy={name!r}: choose one of {STRATEGIES}.")  # A caller's, not a config's.
+    raise ValueError(f"--strategy={name!r}: choose one of {STRATEGIES}.")  # A caller's typo.
 
 
 def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:

@@ -362,7 +362,7 @@ def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tenso
                             f"mean={mean}, std={std}: {_REBUILD} or choose another normalization.")
         mean_t, inv_std = tf.constant(mean, tf.float32), tf.constant([1.0 / s for s in std], tf.float32)
         return lambda images: (tf.cast(images, tf.float32) - mean_t) * inv_std
-    raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")  # A caller's, not a config's.
+    raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")  # A caller's typo.
 
 
 def augment_batch(images: tf.Tensor, policy: AugmentationPolicy, seed: tf.Tensor) -> tf.Tensor:

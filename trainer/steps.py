@@ -2,9 +2,9 @@
 
 The driver (trainer/train.py) decides when to call them and what to do with their results; these decide what one
 call computes: the per-example loss (the head's, from trainer/models.py) averaged over the global batch, the metric
-sums reduced across replicas, the optimizer that applies the gradients. Evaluation is trainer/evaluate.py's masked pass, the same one --mode=eval
-runs. Kept apart from the driver so the benchmark (benchmarks/train_step.py) and the tests build the very step the
-trainer runs.
+sums reduced across replicas, the optimizer that applies the gradients. Evaluation is trainer/evaluate.py's masked
+pass, the same one --mode=eval runs. Kept apart from the driver so the benchmark (benchmarks/train_step.py) and the
+tests build the very step the trainer runs.
 """
 from __future__ import annotations
 
