@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 from typing import Any, Callable, Sequence
 
 import keras
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from trainer import models
+from trainer import files, models
 from trainer.data import InputFn  # Here: yields (images, labels, mask) batches.
 
 REPORT_SUBDIR = "eval"
@@ -125,16 +124,14 @@ def evaluate_split(strategy: tf.distribute.Strategy, model: keras.Model, input_f
 
 def write_report(report: dict[str, Any], model_dir: str) -> tuple[str, str]:
     """Writes the JSON report and the confusion-matrix plot; returns their paths."""
-    directory = os.path.join(model_dir, REPORT_SUBDIR)
+    directory = tf.io.gfile.join(model_dir, REPORT_SUBDIR)
     tf.io.gfile.makedirs(directory)
-    json_path = os.path.join(directory, f"{report['split']}.json")
-    png_path = os.path.join(directory, f"{report['split']}_confusion_matrix.png")
-    with tf.io.gfile.GFile(json_path, "w") as f:
-        json.dump(report, f, indent=2)
-    with tf.io.gfile.GFile(png_path, "wb") as f:
-        f.write(plot_confusion_matrix(np.asarray(report["confusion_matrix"]), report["class_names"],
-                                      title=f"{report['split']}: accuracy {report['accuracy']:.4f} "
-                                            f"({report['num_examples']} examples)"))
+    json_path = tf.io.gfile.join(directory, f"{report['split']}.json")
+    png_path = tf.io.gfile.join(directory, f"{report['split']}_confusion_matrix.png")
+    files.write_atomic(json_path, json.dumps(report, indent=2))
+    files.write_atomic(png_path, plot_confusion_matrix(np.asarray(report["confusion_matrix"]), report["class_names"],
+                                                       title=f"{report['split']}: accuracy {report['accuracy']:.4f} "
+                                                             f"({report['num_examples']} examples)"))
     return json_path, png_path
 
 

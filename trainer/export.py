@@ -16,7 +16,6 @@ ends in `_bytes`.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import keras
@@ -75,8 +74,8 @@ def export_model(model: keras.Model, export_dir: str, info: input_pipeline.Datas
     archive = keras.export.ExportArchive()
     archive.add_endpoint(predict.SIGNATURE, serve,
                          input_signature=[tf.TensorSpec([None], tf.string, name=predict.INPUT)])
-    saved_model_dir = os.path.join(export_dir, SAVED_MODEL_SUBDIR)
+    saved_model_dir = tf.io.gfile.join(export_dir, SAVED_MODEL_SUBDIR)
     archive.write_out(saved_model_dir, verbose=False)
-    model.save(os.path.join(export_dir, KERAS_FILE))
+    model.save(tf.io.gfile.join(export_dir, KERAS_FILE))
     logging.info("Exported %s (serving signature on encoded images) and %s.", saved_model_dir, KERAS_FILE)
     return saved_model_dir

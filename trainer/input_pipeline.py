@@ -308,7 +308,7 @@ def _cache(ds: tf.data.Dataset, cache: str, num_bytes: int, cache_name: str) -> 
     if cache in CACHE_MODES:
         return ds
     tf.io.gfile.makedirs(cache)
-    path = os.path.join(cache, cache_name)
+    path = tf.io.gfile.join(cache, cache_name)
     _remove_stale_cache_lock(path)
     return ds.cache(path)
 

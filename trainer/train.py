@@ -10,7 +10,6 @@ run's lifecycle.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable
 
@@ -19,11 +18,12 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from trainer import checkpointing, distribution, errors, export, input_pipeline, models, preemption, steps, summaries
+from trainer import checkpointing, distribution, export, files, input_pipeline, models, preemption, steps, summaries
 from trainer import evaluate as evaluation
 from trainer import history as history_lib
 from trainer.checkpointing import CHECKPOINT_SUBDIR
 from trainer.data import Data, InputFn
+from trainer.errors import UserError
 from trainer.history import METRICS_FILE  # noqa: F401  (re-exported: the model_dir layout)
 
 CONFIG_FILE = "config.json"
@@ -93,7 +93,7 @@ def _open_dataset(data_dir: str) -> input_pipeline.DatasetInfo:
     try:
         return input_pipeline.open_dataset(data_dir)
     except ValueError as e:
-        raise errors.UserError(str(e)) from e
+        raise UserError(str(e)) from e
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
@@ -103,15 +103,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribut
     if is_chief:
         tf.io.gfile.makedirs(config.model_dir)
         config_file = EVAL_CONFIG_FILE if config.mode == "eval" else CONFIG_FILE
-        with tf.io.gfile.GFile(os.path.join(config.model_dir, config_file), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        files.write_atomic(tf.io.gfile.join(config.model_dir, config_file),
+                           config.to_json_best_effort(indent=2, sort_keys=True))
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = models.build_model(config.model.name, data.input_shape, data.num_classes, config.model.weights)
     if config.mode == "eval":
         return model, [_evaluate_checkpoint(config, strategy, model, data, is_chief)]
     evaluate = steps.make_evaluator(strategy, model, data) if data.eval_input_fn else None
-    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
+    checkpoint_dir = tf.io.gfile.join(config.model_dir, CHECKPOINT_SUBDIR)
     return model, _train(config, strategy, data, model, evaluate, checkpoint_dir, is_chief)
 
 
@@ -141,7 +141,7 @@ def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) ->
     path = checkpointing.best_or_latest_checkpoint(config.model_dir)
     if path:  # None after zero epochs.
         _restore_model(model, path)
-    export.export_model(model, os.path.join(config.model_dir, export.EXPORT_SUBDIR),
+    export.export_model(model, tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR),
                         _open_dataset(config.data_dir), config.image_size, config.normalization)
 
 
@@ -188,7 +188,7 @@ class _Training:
         self.best_metric = config.best_metric if evaluate or not config.best_metric.startswith("val_") else ""
         self.best_manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=model, epoch=self.state.epoch, step=self.state.step),
-            os.path.join(config.model_dir, checkpointing.BEST_SUBDIR), strategy, is_chief, max_to_keep=1)
+            tf.io.gfile.join(config.model_dir, checkpointing.BEST_SUBDIR), strategy, is_chief, max_to_keep=1)
         self.any_worker = _make_any_worker(strategy)
         self.stop = preemption.StopRequest()
 
@@ -202,10 +202,10 @@ class _Training:
                      int(state.epoch.numpy()), self._step)
         steps_into_epoch, phase = state.steps_into_epoch(steps_per_epoch), int(state.phase.numpy())
         if not 0 <= steps_into_epoch <= steps_per_epoch or phase > len(self.phases):
-            raise errors.UserError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
-                                   f"{phase}) does not fit this config ({steps_per_epoch} steps per epoch, "
-                                   f"{len(self.phases)} phases): resume with the run's own config.json, or train "
-                                   "in a new --model_dir.")
+            raise UserError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
+                            f"{phase}) does not fit this config ({steps_per_epoch} steps per epoch, "
+                            f"{len(self.phases)} phases): resume with the run's own config.json, or train "
+                            "in a new --model_dir.")
 
     def run(self) -> list[dict[str, Any]]:
         if self.restored:
