@@ -1,11 +1,9 @@
-"""The trainer's config fields, in one table: name, default, meaning, allowed values, and whether a short flag sets it.
+"""The trainer's config fields in one table: name, default, help, allowed values, and whether a short flag sets it.
 
-configs/default.py is this table's defaults; experiment configs (configs/*.py) override a few fields. On the command
-line any field is `--config.<field>=<value>`; the fields marked `flag` are also `--<field>=<value>` (trainer/main.py
-defines those flags from this table, with its help text and allowed values). `validate` checks a resolved config once,
-before any setup: every field's value and the combinations of fields; the rest of the trainer takes the values as
-valid. Checks that need the dataset, the model or model_dir happen where those are known, and raise
-`errors.UserError` too.
+configs/default.py is the table's defaults; experiment configs (configs/*.py) override a few. Any field can be set
+as `--config.<field>=<value>`, the fields marked `flag` also as `--<field>=<value>` (trainer/main.py defines those
+flags from the table). `validate` checks a resolved config once, before any setup; the rest of the trainer takes
+its values as valid.
 """
 from __future__ import annotations
 

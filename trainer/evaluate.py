@@ -1,16 +1,9 @@
-"""Evaluation of one split: the masked pass that every evaluation runs, and the report of --mode=eval.
+"""Evaluation of one split: the masked pass every evaluation runs, and the report of --mode=eval.
 
-One pass (`make_evaluation_pass`) serves both the per-epoch val_loss/val_accuracy and
-the report: every replica sums the losses of its real examples (mask 1; the input
-pipeline pads its last batches with mask-0 examples so that no replica gets an
-empty batch) and counts a confusion matrix of them with the mask as weights; both
-are summed across replicas, as the training loop sums its metrics. A sum needs no
-gathering of per-example predictions, works the same under every strategy, and
-counts each example exactly once because the evaluation input yields each example
-once, unmasked, across all pipelines (checked against the split size). Counts are
-float32 sums: exact up to 2**24 examples per cell.
-
-Written by the chief under model_dir/eval/: `<split>.json` and `<split>_confusion_matrix.png`.
+`make_evaluation_pass` serves both the per-epoch val_loss/val_accuracy and the report: each replica sums the losses
+of its real examples (mask 1) and counts their confusion matrix, both summed across replicas, and the count is
+checked against the split size (why: BUILD_NOTES.md, "Evaluation, export, prediction"). The chief writes the report
+under model_dir/eval/: `<split>.json` and `<split>_confusion_matrix.png`.
 """
 from __future__ import annotations
 

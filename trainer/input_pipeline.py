@@ -212,7 +212,7 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
         raise UserError(f"split {split!r} of {info.data_dir} has no examples.")
     height, width = (int(n) for n in image_size)
     # XLA fuses the cast and the per-pixel arithmetic into one pass over the batch (Keras's VGG16
-    # preprocessing alone makes three): about 0.4 ms less CPU per 128x128 image.
+    # preprocessing alone makes three); measured in BUILD_NOTES.md, "Input pipeline".
     normalize = tf.function(make_normalizer(info, normalization), jit_compile=True)
     if deterministic is None:
         deterministic = not training

@@ -1,15 +1,9 @@
-"""Image classifiers: VGG16 transfer learning and the tutorial CNNs.
+"""Image classifiers: VGG16 transfer learning and the tutorial CNNs, and the head they all end in.
 
-Every model ends in the same head, defined here once: a float32 output layer (so
-mixed precision keeps the loss in float32) of one sigmoid unit for two classes, a
-softmax otherwise; `class_probabilities`, `predicted_class` and `per_example_loss`
-read any model's outputs by that convention (training, evaluation and export use
-them). Models take images already normalized by the input pipeline.
-
-BatchNormalization is `synchronized`: Keras 3 keeps each replica's moving
-statistics apart (aggregation 'none'), so unsynchronized replicas drift apart and
-a checkpoint holds only the first one's; synchronized layers use the global
-batch's statistics, which keeps replicas identical and matches one-device training.
+The head is defined here once: a float32 output layer (so mixed precision keeps the loss in float32) of one sigmoid
+unit for two classes, a softmax otherwise; `class_probabilities`, `predicted_class` and `per_example_loss` read any
+model's outputs by that convention (training, evaluation and export use them). Models take images already normalized
+by the input pipeline. BatchNormalization is `synchronized` (why: BUILD_NOTES.md, "The loop").
 """
 from __future__ import annotations
 

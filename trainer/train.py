@@ -1,11 +1,8 @@
-"""The training loop: a custom tf.distribute loop around a Keras 3 model and optimizer.
+"""The training driver: phases, epochs of `steps_per_loop`-step calls, evaluation, checkpoints, export.
 
-Keras's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
-and with steps_per_execution > 1 under MirroredStrategy, so the loop is ours:
-`steps_per_loop` steps per tf.function call, each running `strategy.run` on a
-replica step whose loss is averaged over the global batch (the steps are built in
-trainer/steps.py). This module drives them: phases, checkpoints, evaluation, the
-run's lifecycle.
+A custom tf.distribute loop around a Keras 3 model and optimizer (why not `model.fit`: BUILD_NOTES.md, "The loop");
+the per-replica steps are built in trainer/steps.py. `run` is what `python -m trainer.main` calls with a validated
+config; `train_and_evaluate` takes a strategy and a `Data` directly (tests, other drivers).
 """
 from __future__ import annotations
 
