@@ -60,7 +60,7 @@ def ours(jit_compile: bool):
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
     loop = steps.make_train_loop(strategy, model, optimizer, global_batch_size=_BATCH_SIZE.value,
-                                 binary=models.is_binary(model), jit_compile=jit_compile)
+                                 jit_compile=jit_compile)
     iterator = iter(strategy.distribute_datasets_from_function(lambda context: _dataset()))
     num_steps = tf.constant(_steps_per_loop())
 

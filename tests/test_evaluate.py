@@ -15,7 +15,7 @@ from configs import default
 from conftest import build_folder
 from data_prep import images, sample_data, schema
 from multiworker_train import make_arrays, make_config, make_data
-from trainer import evaluate, export, input_pipeline, predict, train
+from trainer import evaluate, export, input_pipeline, models, predict, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +96,7 @@ def test_training_exports_the_evaluated_model(trained):
                for record in tf.data.TFRecordDataset(path).as_numpy_iterator()]
     signature = predict.load(str(model_dir / export.EXPORT_SUBDIR / export.SAVED_MODEL_SUBDIR))
     served = signature(**{predict.INPUT: tf.constant(encoded)})[predict.PROBABILITIES].numpy()
-    np.testing.assert_allclose(served, evaluate.class_probabilities(model(images_, training=False)).numpy(),
+    np.testing.assert_allclose(served, models.class_probabilities(model(images_, training=False)).numpy(),
                                atol=1e-6)
 
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from multiworker_train import make_arrays, make_config, make_data
-from trainer import distribution, models, steps, train
+from trainer import config_fields, distribution, models, steps, train
 
 
 @pytest.fixture
@@ -157,19 +157,18 @@ def test_phases_and_config_checks():
         ("train", 2, None), ("fine_tune", 3, "block5_conv1")]
     config.epochs = 0
     assert [p.name for p in train.phases(config)] == ["fine_tune"]
-    train.validate_config(config)
+    config_fields.validate(config)
     config.model.name = "lenet5"
     with pytest.raises(ValueError, match="vgg16_transfer only"):
-        train.validate_config(config)
+        config_fields.validate(config)
     with pytest.raises(ValueError, match="--mode='predict'"):
-        train.validate_config(make_config("/tmp/unused", mode="predict"))
+        config_fields.validate(make_config("/tmp/unused", mode="predict"))
     with pytest.raises(ValueError, match="--model_dir is required"):
-        train.validate_config(make_config(""))
+        config_fields.validate(make_config(""))
 
 
 def test_xla_with_synchronized_batch_norm_on_several_replicas_is_refused():
     model = models.build_model("cifar_cnn", (32, 32, 3), 10)
     two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)
     with pytest.raises(ValueError, match="synchronized BatchNormalization"):
-        steps.make_train_loop(two_replicas, model, keras.optimizers.SGD(), global_batch_size=8, binary=False,
-                              jit_compile=True)
+        steps.make_train_loop(two_replicas, model, keras.optimizers.SGD(), global_batch_size=8, jit_compile=True)

@@ -7,7 +7,8 @@ import sys
 import pytest
 from absl import flags
 
-from trainer import input_pipeline, main, models
+from multiworker_train import make_config
+from trainer import config_fields, distribution, errors, input_pipeline, main, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
@@ -29,15 +30,53 @@ def parse(monkeypatch):
 
 def test_flags_override_config_file_and_config_fields(parse):
     flag_values = parse("--config=configs/catsdogs_vgg16.py", "--data_dir=/data", "--model_dir=/run",
-                         "--config.epochs=7", "--epochs=3", "--learning_rate=0.5", "--config.fine_tune.epochs=2",
-                         "--strategy=multi_worker_mirrored", "--mixed_precision=mixed_bfloat16", "--seed=4")
+                         "--config.global_batch_size=7", "--epochs=3", "--learning_rate=0.5",
+                         "--config.fine_tune.epochs=2", "--strategy=multi_worker_mirrored",
+                         "--mixed_precision=mixed_bfloat16", "--seed=4")
     config = main.resolve_config(flag_values)
-    assert config.epochs == 3  # --epochs wins over --config.epochs.
+    assert config.epochs == 3 and config.global_batch_size == 7  # Over the file's 30 and 20.
     assert config.learning_rate == 0.5 and config.fine_tune.epochs == 2
     assert (config.data_dir, config.model_dir, config.seed) == ("/data", "/run", 4)
     assert (config.strategy, config.mixed_precision) == ("multi_worker_mirrored", "mixed_bfloat16")
-    assert config.model.name == "vgg16_transfer" and config.global_batch_size == 20  # From the file.
-    assert flag_values.config.epochs == 7  # The parsed file config itself is left as given.
+    assert config.model.name == "vgg16_transfer" and config.optimizer == "rmsprop"  # From the file.
+    assert flag_values.config.epochs == 30  # The parsed file config itself is left as given.
+
+
+def test_a_short_flag_and_its_config_override_must_agree(parse):
+    with pytest.raises(errors.ConfigError, match=r"--epochs=3 and --config.epochs=7 set the same field differently"):
+        main.resolve_config(parse("--config=configs/mnist_cnn.py", "--data_dir=/d", "--model_dir=/m",
+                                  "--config.epochs=7", "--epochs=3"))
+    config = main.resolve_config(parse("--config=configs/mnist_cnn.py", "--data_dir=/d", "--model_dir=/m",
+                                       "--config.epochs=7", "--epochs=7", "--config.data_dir=/d"))
+    assert (config.epochs, config.data_dir) == (7, "/d")
+
+
+def test_short_flags_come_from_the_field_table(parse):
+    flag_values = parse("--config=configs/mnist_cnn.py")
+    for field in config_fields.FLAG_FIELDS:
+        assert field.help in flag_values[field.name].help
+        assert flag_values[field.name].value is None  # Not given: the config file's value stays.
+    assert sorted(field.name for field in config_fields.FLAG_FIELDS) == sorted(
+        ["data_dir", "model_dir", "strategy", "tpu", "num_cpu_devices", "mixed_precision", "mode", "epochs",
+         "global_batch_size", "learning_rate", "seed"])  # The flags README.md and the configs' docstrings use.
+    assert flag_values["strategy"].parser.enum_values == list(distribution.STRATEGIES)
+    assert "early_stopping_patience=0: Ends a phase" in flag_values["config"].help
+
+
+def test_only_user_errors_become_one_line(monkeypatch, parse):
+    monkeypatch.setattr(main, "resolve_config", lambda: None)
+
+    def fail_with(error):
+        def run(config):
+            raise error
+        monkeypatch.setattr(train, "run", run)
+
+    fail_with(errors.UserError("the dataset has 1 class"))
+    with pytest.raises(SystemExit, match="^error: the dataset has 1 class$"):
+        main.main(["trainer.main"])
+    fail_with(ValueError("a bug"))  # Not bad input: keeps its traceback.
+    with pytest.raises(ValueError, match="a bug"):
+        main.main(["trainer.main"])
 
 
 def test_unset_flags_keep_the_config_values(parse):
@@ -52,6 +91,15 @@ def test_missing_or_bad_flags_are_rejected(parse):
         parse("--config=configs/mnist_cnn.py", "--strategy=horovod")
     with pytest.raises(flags.IllegalFlagValueError):
         parse("--data_dir=/d")  # --config is required.
+
+
+def test_a_dataset_the_reader_refuses_is_bad_input(monkeypatch):
+    def refuse(data_dir):
+        raise ValueError(f"{data_dir}/metadata.json lacks or mangles field 'splits'")
+
+    monkeypatch.setattr(input_pipeline, "open_dataset", refuse)
+    with pytest.raises(errors.UserError, match="/d/metadata.json lacks or mangles field"):
+        train.load_data(make_config("/m", data_dir="/d"))
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)

@@ -17,7 +17,7 @@ import os
 import keras
 import tensorflow as tf
 
-from trainer import distribution
+from trainer import distribution, files
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "best"
@@ -81,8 +81,8 @@ def restore_optimizer(path: str, optimizer: keras.optimizers.Optimizer) -> None:
 def make_manager(checkpoint: tf.train.Checkpoint, directory: str, strategy: tf.distribute.Strategy,
                  is_chief: bool, max_to_keep: int) -> tf.train.CheckpointManager:
     if not is_chief:
-        directory = os.path.join(os.path.dirname(directory), f"tmp_worker{distribution.worker_id(strategy)}",
-                                 os.path.basename(directory))
+        directory = tf.io.gfile.join(os.path.dirname(directory), f"tmp_worker{distribution.worker_id(strategy)}",
+                                     os.path.basename(directory))
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
 
 
@@ -95,15 +95,15 @@ def save(manager: tf.train.CheckpointManager, step: int, is_chief: bool) -> str:
 
 
 def write_best_info(model_dir: str, info: dict) -> None:
-    with tf.io.gfile.GFile(os.path.join(model_dir, BEST_SUBDIR, BEST_INFO_FILE), "w") as f:
-        f.write(json.dumps(info, indent=2, sort_keys=True))
+    content = json.dumps(info, indent=2, sort_keys=True)
+    files.write_atomic(tf.io.gfile.join(model_dir, BEST_SUBDIR, BEST_INFO_FILE), content)
 
 
 def latest_checkpoint(model_dir: str) -> str | None:
-    return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR))
+    return tf.train.latest_checkpoint(tf.io.gfile.join(model_dir, CHECKPOINT_SUBDIR))
 
 
 def best_or_latest_checkpoint(model_dir: str) -> str | None:
     """The best model's checkpoint if best-model tracking ran, else the latest; restore with
     `tf.train.Checkpoint(model=model).restore(path).expect_partial()`."""
-    return tf.train.latest_checkpoint(os.path.join(model_dir, BEST_SUBDIR)) or latest_checkpoint(model_dir)
+    return tf.train.latest_checkpoint(tf.io.gfile.join(model_dir, BEST_SUBDIR)) or latest_checkpoint(model_dir)

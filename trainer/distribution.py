@@ -1,4 +1,8 @@
-"""Distribution strategy and mixed-precision setup, chosen by name from flags or config."""
+"""Distribution strategy and mixed-precision setup, chosen by name from the config.
+
+The names are defined here (STRATEGIES, PRECISIONS) and checked once, with the rest of the config, by
+trainer/config_fields.py; this module also splits the CPU into logical devices, wires TPUs and tells the chief.
+"""
 from __future__ import annotations
 
 import json
@@ -45,7 +49,7 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
         return _multi_worker_strategy()
     if name == "tpu":
         return _tpu_strategy(tpu)
-    raise ValueError(f"--strategy={name!r}: choose one of {STRATEGIES}.")
+    raise ValueError(f"--strategy={name!r}: choose one of {STRATEGIES}.")  # A caller's typo.
 
 
 def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
@@ -78,9 +82,8 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
 
 
 def resolve_precision(policy: str, strategy_name: str) -> str:
-    """'auto' picks mixed_bfloat16 on TPU, mixed_float16 when every GPU has compute capability >= 7, else float32."""
-    if policy not in PRECISIONS:
-        raise ValueError(f"--mixed_precision={policy!r}: choose one of {PRECISIONS}.")
+    """'auto' picks mixed_bfloat16 on TPU, mixed_float16 when every GPU has compute capability >= 7, else float32;
+    any other of PRECISIONS is returned as it is."""
     if policy != "auto":
         return policy
     if strategy_name == "tpu":

@@ -1,23 +1,15 @@
-"""Evaluation of one split: the masked pass that every evaluation runs, and the report of --mode=eval.
+"""Evaluation of one split: the masked pass every evaluation runs, and the report of --mode=eval.
 
-One pass (`make_evaluation_pass`) serves both the per-epoch val_loss/val_accuracy and
-the report: every replica sums the losses of its real examples (mask 1; the input
-pipeline pads its last batches with mask-0 examples so that no replica gets an
-empty batch) and counts a confusion matrix of them with the mask as weights; both
-are summed across replicas, as the training loop sums its metrics. A sum needs no
-gathering of per-example predictions, works the same under every strategy, and
-counts each example exactly once because the evaluation input yields each example
-once, unmasked, across all pipelines (checked against the split size). Counts are
-float32 sums: exact up to 2**24 examples per cell.
-
-Written by the chief under model_dir/eval/: `<split>.json` and `<split>_confusion_matrix.png`.
+`make_evaluation_pass` serves both the per-epoch val_loss/val_accuracy and the report: each replica sums the losses
+of its real examples (mask 1) and counts their confusion matrix, both summed across replicas, and the count is
+checked against the split size (why: BUILD_NOTES.md, "Evaluation, export, prediction"). The chief writes the report
+under model_dir/eval/: `<split>.json` and `<split>_confusion_matrix.png`.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
-import os
 from typing import Any, Callable, Sequence
 
 import keras
@@ -25,19 +17,12 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from trainer import files, models
+from trainer.data import InputFn  # Here: yields (images, labels, mask) batches.
+
 REPORT_SUBDIR = "eval"
 MAX_ANNOTATED_CLASSES = 30  # Beyond this the plot shows colours only: counts would not be legible.
 
-PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (labels, model outputs) -> loss per example
-InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]  # Yields (images, labels, mask) batches.
-
-
-def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
-    """float32 [B, num_classes] from a model's outputs; one sigmoid unit p stands for classes (0, 1) as (1-p, p)."""
-    outputs = tf.cast(outputs, tf.float32)
-    if outputs.shape[-1] == 1:
-        return tf.concat([1.0 - outputs, outputs], axis=-1)
-    return outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +46,7 @@ class Totals:
 
 
 def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *,
-                         num_classes: int, num_examples: int, per_example_loss: PerExampleLoss,
-                         ) -> Callable[[], Totals]:
+                         num_classes: int, num_examples: int) -> Callable[[], Totals]:
     """A function running one pass over `input_fn`'s `(images, labels, mask)` batches.
 
     Built once and called as often as needed (every epoch), so the loop is traced once.
@@ -72,13 +56,11 @@ def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, i
 
     def replica_step(images, labels, mask):
         outputs = model(images, training=False)
-        example_losses = per_example_loss(labels, outputs)
+        example_losses = models.per_example_loss(labels, outputs)
         # tf.where, not a product: a non-finite output on a padding example must not reach the sum.
         loss = tf.reduce_sum(tf.where(mask > 0, example_losses, tf.zeros_like(example_losses)))
-        # argmax of (1-p, p) is class 1 exactly when p > 0.5, as in the training loop's accuracy.
-        predicted = tf.argmax(class_probabilities(outputs), axis=-1)
-        return loss, tf.math.confusion_matrix(labels, predicted, num_classes=num_classes, weights=mask,
-                                              dtype=tf.float32)
+        return loss, tf.math.confusion_matrix(labels, models.predicted_class(outputs), num_classes=num_classes,
+                                              weights=mask, dtype=tf.float32)
 
     @tf.function
     def count_all(dataset):
@@ -126,26 +108,23 @@ def make_report(confusion: np.ndarray, loss_sum: float, class_names: Sequence[st
 
 
 def evaluate_split(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *, num_examples: int,
-                   class_names: Sequence[str], per_example_loss: PerExampleLoss, split: str,
-                   checkpoint: str) -> dict[str, Any]:
+                   class_names: Sequence[str], split: str, checkpoint: str) -> dict[str, Any]:
     """The report of `model` on the split `input_fn` reads, which must hold `num_examples` examples."""
-    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names), num_examples=num_examples,
-                                  per_example_loss=per_example_loss)()
+    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names),
+                                  num_examples=num_examples)()
     return make_report(totals.confusion, totals.loss_sum, class_names, split=split, checkpoint=checkpoint)
 
 
 def write_report(report: dict[str, Any], model_dir: str) -> tuple[str, str]:
     """Writes the JSON report and the confusion-matrix plot; returns their paths."""
-    directory = os.path.join(model_dir, REPORT_SUBDIR)
+    directory = tf.io.gfile.join(model_dir, REPORT_SUBDIR)
     tf.io.gfile.makedirs(directory)
-    json_path = os.path.join(directory, f"{report['split']}.json")
-    png_path = os.path.join(directory, f"{report['split']}_confusion_matrix.png")
-    with tf.io.gfile.GFile(json_path, "w") as f:
-        json.dump(report, f, indent=2)
-    with tf.io.gfile.GFile(png_path, "wb") as f:
-        f.write(plot_confusion_matrix(np.asarray(report["confusion_matrix"]), report["class_names"],
-                                      title=f"{report['split']}: accuracy {report['accuracy']:.4f} "
-                                            f"({report['num_examples']} examples)"))
+    json_path = tf.io.gfile.join(directory, f"{report['split']}.json")
+    png_path = tf.io.gfile.join(directory, f"{report['split']}_confusion_matrix.png")
+    files.write_atomic(json_path, json.dumps(report, indent=2))
+    files.write_atomic(png_path, plot_confusion_matrix(np.asarray(report["confusion_matrix"]), report["class_names"],
+                                                       title=f"{report['split']}: accuracy {report['accuracy']:.4f} "
+                                                             f"({report['num_examples']} examples)"))
     return json_path, png_path
 
 

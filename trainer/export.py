@@ -16,7 +16,6 @@ ends in `_bytes`.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import keras
@@ -24,7 +23,6 @@ import tensorflow as tf
 from absl import logging
 
 from trainer import input_pipeline, models, predict
-from trainer.evaluate import class_probabilities
 
 EXPORT_SUBDIR = "export"
 SAVED_MODEL_SUBDIR = "saved_model"
@@ -41,7 +39,7 @@ def serving_function(model: keras.Model, *, class_names: Sequence[str], image_si
     def classify(image_bytes: tf.Tensor) -> tf.Tensor:
         images = tf.map_fn(lambda encoded: input_pipeline.decode_resize(encoded, channels, height, width),
                            image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
-        return class_probabilities(model(normalize(images), training=False))
+        return models.class_probabilities(model(normalize(images), training=False))
 
     def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         # A request of no images never reaches the model: oneDNN's convolution mis-shapes an empty batch.
@@ -65,7 +63,7 @@ def export_model(model: keras.Model, export_dir: str, info: input_pipeline.Datas
     Returns the SavedModel's path. Call on the chief only: reading the model's
     (mirrored) variables needs no other worker.
     """
-    units = models.output_layer(info.num_classes).units
+    units = models.head_units(info.num_classes)
     if model.output_shape[-1] != units:
         raise ValueError(f"model {model.name} has {model.output_shape[-1]} outputs, dataset {info.data_dir} has "
                          f"{info.num_classes} classes (a model for it has {units}).")
@@ -76,8 +74,8 @@ def export_model(model: keras.Model, export_dir: str, info: input_pipeline.Datas
     archive = keras.export.ExportArchive()
     archive.add_endpoint(predict.SIGNATURE, serve,
                          input_signature=[tf.TensorSpec([None], tf.string, name=predict.INPUT)])
-    saved_model_dir = os.path.join(export_dir, SAVED_MODEL_SUBDIR)
+    saved_model_dir = tf.io.gfile.join(export_dir, SAVED_MODEL_SUBDIR)
     archive.write_out(saved_model_dir, verbose=False)
-    model.save(os.path.join(export_dir, KERAS_FILE))
+    model.save(tf.io.gfile.join(export_dir, KERAS_FILE))
     logging.info("Exported %s (serving signature on encoded images) and %s.", saved_model_dir, KERAS_FILE)
     return saved_model_dir

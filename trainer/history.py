@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from typing import Any
 
 import matplotlib
 import tensorflow as tf
+
+from trainer import files
 
 matplotlib.use("Agg")  # Headless: no display on training machines.
 from matplotlib import figure as figure_lib, pyplot as plt, ticker  # noqa: E402
@@ -37,7 +38,7 @@ class History:
         """The records of `model_dir` up to the restored step; rewrites the files if some were dropped."""
         if model_dir is None:
             return cls(None)
-        path = os.path.join(model_dir, METRICS_FILE)
+        path = tf.io.gfile.join(model_dir, METRICS_FILE)
         if not tf.io.gfile.exists(path):
             return cls(model_dir)
         with tf.io.gfile.GFile(path) as f:
@@ -51,16 +52,16 @@ class History:
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         if self.model_dir:
-            with tf.io.gfile.GFile(os.path.join(self.model_dir, METRICS_FILE), "a") as f:
+            with tf.io.gfile.GFile(tf.io.gfile.join(self.model_dir, METRICS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._write_csv()
 
     def plot(self) -> None:
         if self.model_dir and self.records:
-            _atomic_write(os.path.join(self.model_dir, PLOT_FILE), plot_png(self.records), binary=True)
+            files.write_atomic(tf.io.gfile.join(self.model_dir, PLOT_FILE), plot_png(self.records))
 
     def _rewrite_metrics(self) -> None:
-        _atomic_write(os.path.join(self.model_dir, METRICS_FILE),
+        files.write_atomic(tf.io.gfile.join(self.model_dir, METRICS_FILE),
                       "".join(json.dumps(r) + "\n" for r in self.records))
 
     def _write_csv(self) -> None:
@@ -68,7 +69,7 @@ class History:
         writer = csv.DictWriter(out, COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.records)
-        _atomic_write(os.path.join(self.model_dir, CSV_FILE), out.getvalue())
+        files.write_atomic(tf.io.gfile.join(self.model_dir, CSV_FILE), out.getvalue())
 
 
 def plot_png(records: list[dict[str, Any]]) -> bytes:
@@ -97,11 +98,3 @@ def plot(records: list[dict[str, Any]]) -> figure_lib.Figure:
         ax.legend()
     figure.tight_layout()
     return figure
-
-
-def _atomic_write(path: str, content: str | bytes, binary: bool = False) -> None:
-    """Readers (and a crash) see the old file or the new one, never half of one."""
-    temporary = f"{path}.tmp"
-    with tf.io.gfile.GFile(temporary, "wb" if binary else "w") as f:
-        f.write(content)
-    tf.io.gfile.rename(temporary, path, overwrite=True)

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import posixpath
 import time
 from typing import Callable, Sequence
@@ -28,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from data_prep import schema
+from trainer.errors import UserError
 
 NORMALIZATIONS = ("vgg16", "dataset", "unit")
 CACHE_MODES = ("auto", "memory", "none")  # Anything else is a directory for a file cache.
@@ -206,16 +206,12 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
     `deterministic` defaults to `not training` (training order depends on thread timing).
     """
     if split not in info.split_sizes:
-        raise ValueError(f"split {split!r} not in {info.data_dir} (has {sorted(info.split_sizes)}).")
+        raise UserError(f"split {split!r} not in {info.data_dir} (has {sorted(info.split_sizes)}).")
     if not info.split_sizes[split]:
-        raise ValueError(f"split {split!r} of {info.data_dir} has no examples.")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")
+        raise UserError(f"split {split!r} of {info.data_dir} has no examples.")
     height, width = (int(n) for n in image_size)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image_size={image_size}: must be two positive integers.")
     # XLA fuses the cast and the per-pixel arithmetic into one pass over the batch (Keras's VGG16
-    # preprocessing alone makes three): about 0.4 ms less CPU per 128x128 image.
+    # preprocessing alone makes three); measured in BUILD_NOTES.md, "Input pipeline".
     normalize = tf.function(make_normalizer(info, normalization), jit_compile=True)
     if deterministic is None:
         deterministic = not training
@@ -240,27 +236,38 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
                     f"{info.name}-{split}-{height}x{width}-{_fingerprint(info, split)}-"
                     f"{pipeline_id}of{num_pipelines}")
         if training:
-            image_bytes = height * width * info.channels
-            buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // image_bytes))
-            ds = ds.shuffle(buffer, seed=seed + pipeline_id, reshuffle_each_iteration=True).repeat()
-            ds = ds.batch(batch_size, drop_remainder=True).enumerate()
-            base_seed = tf.constant([seed, pipeline_id], tf.int64)
-            policy = info.augmentation
-
-            def augment_and_normalize(step, batch):
-                images, labels = batch
-                step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
-                return normalize(augment_batch(tf.cast(images, tf.float32), policy, step_seed)), labels
-
-            ds = ds.map(augment_and_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+            shuffle_buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // (height * width * info.channels)))
+            ds = _training_batches(ds, batch_size, shuffle_buffer, seed, pipeline_id, info.augmentation, normalize)
         else:
             largest = max(pipeline_num_examples(lengths, num_pipelines, i) for i in range(num_pipelines))
             num_batches = eval_batches_per_pipeline(largest, batch_size, replicas_per_pipeline(context))
-            ds = pad_to_full_batches(ds, batch_size, num_batches).map(
-                lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = _evaluation_batches(ds, batch_size, num_batches, normalize)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
     return input_fn
+
+
+def _training_batches(examples: tf.data.Dataset, batch_size: int, shuffle_buffer: int, seed: int, pipeline_id: int,
+                      policy: schema.AugmentationPolicy, normalize: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+    """Shuffled, repeated, full batches of augmented and normalized images; (seed, pipeline, step) fixes the
+    augmentation of a batch."""
+    ds = examples.shuffle(shuffle_buffer, seed=seed + pipeline_id, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+    base_seed = tf.constant([seed, pipeline_id], tf.int64)
+
+    def augment_and_normalize(step, batch):
+        images, labels = batch
+        step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
+        return normalize(augment_batch(tf.cast(images, tf.float32), policy, step_seed)), labels
+
+    return ds.map(augment_and_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _evaluation_batches(examples: tf.data.Dataset, batch_size: int, num_batches: int,
+                        normalize: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+    """`num_batches` full batches of normalized `(images, labels, mask)` (see `pad_to_full_batches`)."""
+    return pad_to_full_batches(examples, batch_size, num_batches).map(
+        lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _read_records(paths: Sequence[str], lengths: Sequence[int], shuffle_seed: int | None) -> tf.data.Dataset:
@@ -299,10 +306,8 @@ def _cache(ds: tf.data.Dataset, cache: str, num_bytes: int, cache_name: str) -> 
         return ds.cache()
     if cache in CACHE_MODES:
         return ds
-    if not cache:
-        raise ValueError(f"cache={cache!r}: use one of {CACHE_MODES} or a directory for a file cache.")
     tf.io.gfile.makedirs(cache)
-    path = os.path.join(cache, cache_name)
+    path = tf.io.gfile.join(cache, cache_name)
     _remove_stale_cache_lock(path)
     return ds.cache(path)
 
@@ -351,12 +356,12 @@ def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tenso
     if normalization == "dataset":
         mean, std = (info.statistics.mean, info.statistics.std) if info.statistics else (None, None)
         if not mean or not std or len(mean) != info.channels or len(std) != info.channels or min(std) <= 0:
-            raise ValueError(f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
-                             f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
-                             f"mean={mean}, std={std}: {schema.REBUILD} or choose another normalization.")
+            raise UserError(f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
+                            f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
+                            f"mean={mean}, std={std}: {schema.REBUILD} or choose another normalization.")
         mean_t, inv_std = tf.constant(mean, tf.float32), tf.constant([1.0 / s for s in std], tf.float32)
         return lambda images: (tf.cast(images, tf.float32) - mean_t) * inv_std
-    raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")
+    raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")  # A caller's typo.
 
 
 def augment_batch(images: tf.Tensor, policy: schema.AugmentationPolicy, seed: tf.Tensor) -> tf.Tensor:

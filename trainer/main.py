@@ -1,14 +1,17 @@
-"""Trains and evaluates an image classifier on a dataset built by data_prep.
+r"""Trains and evaluates an image classifier on a dataset built by data_prep.
 
   python -m trainer.main --config=configs/catsdogs_vgg16.py --data_dir=DATA --model_dir=RUN \
       [--strategy=mirrored] [--mixed_precision=auto] [--epochs=N] [--config.fine_tune.epochs=M]
 
-Flags named like a config field override it (also over `--config.<field>=`); the
-resolved config is written to MODEL_DIR/config.json.
+Any config field can be set as `--config.<field>=<value>`; the most used also as a short flag
+(`--epochs=N`, defined from trainer/config_fields.py). A short flag and `--config.` of the same
+field given with different values is an error. The resolved config is validated once and
+written to MODEL_DIR/config.json.
 
 Rerunning the same command continues from MODEL_DIR's latest checkpoint. Exit codes:
-0 done; 1 bad input, or a NaN/Inf loss (one line naming the step; the last good
-checkpoint is kept); 42 (preemption.EXIT_CODE) stopped by SIGTERM after saving: restart it.
+0 done; 1 bad input (errors.UserError and the others of USER_ERRORS), or a NaN/Inf loss (one
+line naming the step; the last good checkpoint is kept); 42 (preemption.EXIT_CODE) stopped by
+SIGTERM after saving: restart it. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -18,45 +21,45 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from trainer import distribution, models, preemption, train
+from trainer import config_fields, distribution, errors, models, preemption, train
 
-# Flags that override the config field of the same name when given.
-OVERRIDES = ("data_dir", "model_dir", "strategy", "tpu", "num_cpu_devices", "mixed_precision", "mode", "epochs",
-             "global_batch_size", "learning_rate", "seed")
 # Errors that mean bad input or environment: reported in one line, without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, distribution.StrategyError, models.MissingWeightsError,
+USER_ERRORS = (errors.UserError, FileNotFoundError, distribution.StrategyError, models.MissingWeightsError,
                train.NonFiniteLossError)
+_DEFINE_BY_TYPE = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                   str: flags.DEFINE_string}
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """--config, and a short flag for each field of config_fields.FLAG_FIELDS (None when not given)."""
+    fields = "\n".join(f"{field.name}={field.default!r}: {field.describe()}" for field in config_fields.FIELDS)
     config_flags.DEFINE_config_file(
-        "config", None, "Experiment config file, e.g. configs/catsdogs_vgg16.py.", flag_values=flag_values)
+        "config", None, "Experiment config file, e.g. configs/catsdogs_vgg16.py. Any of its fields can be set as "
+        f"--config.<field>=<value>; the fields, at configs/default.py's values:\n{fields}\n",
+        flag_values=flag_values)
     flags.mark_flag_as_required("config", flag_values=flag_values)
-    defaults = dict(flag_values=flag_values, default=None)
-    flags.DEFINE_string("data_dir", help="Dataset directory written by `python -m data_prep.build`.", **defaults)
-    flags.DEFINE_string("model_dir", help="Output directory: checkpoints, config.json, metrics.jsonl.", **defaults)
-    flags.DEFINE_enum("strategy", enum_values=distribution.STRATEGIES, help="Distribution strategy.", **defaults)
-    flags.DEFINE_string("tpu", help="TPU name or grpc:// address; 'local' on a TPU VM.", **defaults)
-    flags.DEFINE_integer("num_cpu_devices", help="Split the CPU into this many logical devices (for mirrored "
-                         "without GPUs).", **defaults)
-    flags.DEFINE_enum("mixed_precision", enum_values=distribution.PRECISIONS,
-                      help="auto: mixed_float16 on GPUs of compute capability >= 7, mixed_bfloat16 on TPU, "
-                      "float32 otherwise.", **defaults)
-    flags.DEFINE_enum("mode", enum_values=train.MODES, help="eval reports the best (else latest) checkpoint on config.test_split.", **defaults)
-    flags.DEFINE_integer("epochs", help="Epochs of the first phase.", **defaults)
-    flags.DEFINE_integer("global_batch_size", help="Batch size summed over all replicas.", **defaults)
-    flags.DEFINE_float("learning_rate", help="Learning rate of the first phase.", **defaults)
-    flags.DEFINE_integer("seed", help="Seed of initialization, shuffling and augmentation.", **defaults)
+    for field in config_fields.FLAG_FIELDS:
+        if field.choices:  # absl lists them.
+            flags.DEFINE_enum(field.name, None, field.choices, f"{field.help} Sets config.{field.name} (default: "
+                              "the config file's).", flag_values=flag_values)
+        else:
+            _DEFINE_BY_TYPE[type(field.default)](field.name, None, f"{field.describe()} Sets config.{field.name} "
+                                                 "(default: the config file's).", flag_values=flag_values)
 
 
 def resolve_config(flag_values: flags.FlagValues = flags.FLAGS) -> ml_collections.ConfigDict:
-    """The --config file with its --config.* overrides, then the explicit flags on top."""
+    """The --config file with its --config.<field> overrides and the short flags, validated."""
     config = ml_collections.ConfigDict(flag_values.config)
-    for name in OVERRIDES:
-        value = flag_values[name].value
-        if value is not None:
-            config[name] = value
-    train.validate_config(config)
+    overrides = config_flags.get_override_values(flag_values["config"])
+    for field in config_fields.FLAG_FIELDS:
+        value = flag_values[field.name].value
+        if value is None:
+            continue
+        if field.name in overrides and overrides[field.name] != value:
+            raise errors.ConfigError(f"--{field.name}={value!r} and --config.{field.name}={overrides[field.name]!r} "
+                                     "set the same field differently: give one of them.")
+        config[field.name] = value
+    config_fields.validate(config)
     return config
 
 

@@ -1,13 +1,9 @@
-"""Image classifiers: VGG16 transfer learning and the tutorial CNNs.
+"""Image classifiers: VGG16 transfer learning and the tutorial CNNs, and the head they all end in.
 
-Every model ends in a float32 output layer (so mixed precision keeps the loss in
-float32): one sigmoid unit for two classes, a softmax otherwise. Models take
-images already normalized by the input pipeline.
-
-BatchNormalization is `synchronized`: Keras 3 keeps each replica's moving
-statistics apart (aggregation 'none'), so unsynchronized replicas drift apart and
-a checkpoint holds only the first one's; synchronized layers use the global
-batch's statistics, which keeps replicas identical and matches one-device training.
+The head is defined here once: a float32 output layer (so mixed precision keeps the loss in float32) of one sigmoid
+unit for two classes, a softmax otherwise; `class_probabilities`, `predicted_class` and `per_example_loss` read any
+model's outputs by that convention (training, evaluation and export use them). Models take images already normalized
+by the input pipeline. BatchNormalization is `synchronized` (why: BUILD_NOTES.md, "The loop").
 """
 from __future__ import annotations
 
@@ -15,7 +11,10 @@ import os
 from typing import Callable
 
 import keras
+import tensorflow as tf
 from keras import layers
+
+from trainer.errors import UserError
 
 # The file keras.applications.VGG16(weights='imagenet', include_top=False) looks for in ~/.keras/models.
 VGG16_NOTOP_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -27,12 +26,46 @@ class MissingWeightsError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable (e.g. offline)."""
 
 
-def output_layer(num_classes: int) -> layers.Dense:
+# The head: two classes are one sigmoid unit p, standing for the class probabilities (1-p, p); more are a softmax.
+def head_units(num_classes: int) -> int:
+    """Units of the output layer for `num_classes` classes."""
     if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
-    if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", dtype="float32", name="predictions")
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")
+        raise UserError(f"num_classes={num_classes}: a classifier needs at least 2 classes.")
+    return 1 if num_classes == 2 else num_classes
+
+
+def output_layer(num_classes: int) -> layers.Dense:
+    units = head_units(num_classes)
+    return layers.Dense(units, activation="sigmoid" if units == 1 else "softmax", dtype="float32",
+                        name="predictions")
+
+
+def is_binary(model: keras.Model) -> bool:
+    """Whether the model's head is one sigmoid unit (two classes)."""
+    return model.output_shape[-1] == 1
+
+
+def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
+    """float32 [B, num_classes] from a model's outputs [B, units]."""
+    outputs = tf.cast(outputs, tf.float32)
+    if outputs.shape[-1] == 1:
+        return tf.concat([1.0 - outputs, outputs], axis=-1)
+    return outputs
+
+
+def predicted_class(outputs: tf.Tensor) -> tf.Tensor:
+    """int64 [B]: the most probable class; for one sigmoid unit, class 1 exactly when p > 0.5 (as the argmax of
+    `class_probabilities` is)."""
+    if outputs.shape[-1] == 1:
+        return tf.cast(outputs[:, 0] > 0.5, tf.int64)
+    return tf.argmax(outputs, axis=-1)
+
+
+def per_example_loss(labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy of each example [B] from integer labels [B] and the model's outputs [B, units]."""
+    if outputs.shape[-1] == 1:
+        return keras.losses.binary_crossentropy(tf.cast(labels, outputs.dtype)[:, None], outputs)
+    return keras.losses.sparse_categorical_crossentropy(labels, outputs)
 
 
 def vgg16_transfer(input_shape: tuple[int, int, int], num_classes: int, weights: str | None = "imagenet",
@@ -44,8 +77,8 @@ def vgg16_transfer(input_shape: tuple[int, int, int], num_classes: int, weights:
     part of it for fine-tuning never changes how its frozen layers compute.
     """
     if input_shape[-1] != 3:
-        raise ValueError(f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
-                         "(use normalization='vgg16', which converts grey to RGB).")
+        raise UserError(f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
+                        "(use normalization='vgg16', which converts grey to RGB).")
     base = _vgg16_base(input_shape, weights)
     inputs = keras.Input(input_shape, name="images")
     x = base(inputs, training=False)
@@ -86,7 +119,7 @@ def set_base_trainable(model: keras.Model, unfreeze_from: str | None) -> None:
     base = model.get_layer(VGG16_BASE)
     names = [layer.name for layer in base.layers]
     if unfreeze_from not in (None, WHOLE_BASE, *names):
-        raise ValueError(f"unfreeze_from={unfreeze_from!r} is not a layer of {base.name}; layers: {names}.")
+        raise UserError(f"unfreeze_from={unfreeze_from!r} is not a layer of {base.name}; layers: {names}.")
     base.trainable = unfreeze_from is not None
     trainable = unfreeze_from == WHOLE_BASE
     for layer in base.layers:
@@ -198,8 +231,3 @@ def has_synchronized_batch_norm(model: keras.Model) -> bool:
     return any(isinstance(layer, layers.BatchNormalization) and layer.synchronized
                or isinstance(layer, keras.Model) and has_synchronized_batch_norm(layer)
                for layer in model.layers)
-
-
-def is_binary(model: keras.Model) -> bool:
-    """Two classes are modelled as one sigmoid unit."""
-    return model.output_shape[-1] == 1

@@ -11,7 +11,6 @@ writes them), so that it imports nothing of the training code.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable, Sequence
 
@@ -32,7 +31,7 @@ Prediction = list[tuple[str, float]]  # (class name, probability), most probable
 
 def load(model_path: str) -> Signature:
     """The serving signature of an export; a clear error if `model_path` is not one."""
-    if not tf.io.gfile.exists(os.path.join(model_path, "saved_model.pb")):
+    if not tf.io.gfile.exists(tf.io.gfile.join(model_path, "saved_model.pb")):
         raise FileNotFoundError(f"--model={model_path}: no saved_model.pb there; pass the export/saved_model "
                                 "directory of a training run (model_dir/export/saved_model).")
     signatures = tf.saved_model.load(model_path).signatures

@@ -1,11 +1,8 @@
 """Graceful stop on SIGTERM (a preemption notice, a scheduler's shutdown): save, then exit with a restart code.
 
-TF's PreemptionCheckpointHandler is not used: on a GCE CPU VM it only logs that it
-does not support CPUs, it counts one `run` call as one step (our loop runs
-`steps_per_loop` steps per call), and it binds one checkpoint while each training
-phase builds a new optimizer. Its protocol is kept: the signal only sets a flag,
-the loop checks it between step loops (all workers agree through an all-reduce),
-saves, and the process exits with the same code as its default outside GCE.
+The signal only sets a flag; the loop checks it between step loops (all workers agree through an all-reduce), saves,
+and the process exits with EXIT_CODE. Why not TF's PreemptionCheckpointHandler: BUILD_NOTES.md, "Training runs
+survive interruptions".
 """
 from __future__ import annotations
 

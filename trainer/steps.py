@@ -1,23 +1,21 @@
 """What runs per replica: the step builders whose functions `strategy.run` executes inside a tf.function.
 
 The driver (trainer/train.py) decides when to call them and what to do with their results; these decide what one
-call computes: the per-example loss averaged over the global batch, the metric sums reduced across replicas, the
-optimizer that applies the gradients. Evaluation is trainer/evaluate.py's masked pass, the same one --mode=eval
-runs. Kept apart from the driver so the benchmark (benchmarks/train_step.py) and the tests build the very step the
-trainer runs.
+call computes: the per-example loss (the head's, from trainer/models.py) averaged over the global batch, the metric
+sums reduced across replicas, the optimizer that applies the gradients. Evaluation is trainer/evaluate.py's masked
+pass, the same one --mode=eval runs. Kept apart from the driver so the benchmark (benchmarks/train_step.py) and the
+tests build the very step the trainer runs.
 """
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
 from trainer import evaluate, models
-
-if TYPE_CHECKING:
-    from trainer.train import Data
+from trainer.data import Data
+from trainer.errors import UserError
 
 Sums = dict[str, tf.Tensor]  # loss (sum over examples), correct, count
 
@@ -30,17 +28,9 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return optimizer
 
 
-def per_example_loss(labels: tf.Tensor, probs: tf.Tensor, binary: bool) -> tf.Tensor:
-    """Cross-entropy of each example from the model's probabilities (one sigmoid unit when `binary`)."""
-    if binary:
-        return keras.losses.binary_crossentropy(tf.cast(labels, probs.dtype)[:, None], probs)
-    return keras.losses.sparse_categorical_crossentropy(labels, probs)
-
-
-def _sums(labels: tf.Tensor, probs: tf.Tensor, example_losses: tf.Tensor, binary: bool) -> Sums:
-    predicted = tf.cast(probs[:, 0] > 0.5, tf.int64) if binary else tf.argmax(probs, axis=-1)
+def _sums(labels: tf.Tensor, outputs: tf.Tensor, example_losses: tf.Tensor) -> Sums:
     return {"loss": tf.reduce_sum(example_losses),
-            "correct": tf.reduce_sum(tf.cast(predicted == labels, tf.float32)),
+            "correct": tf.reduce_sum(tf.cast(models.predicted_class(outputs) == labels, tf.float32)),
             "count": tf.cast(tf.size(labels), tf.float32)}
 
 
@@ -53,7 +43,7 @@ def _reduce(strategy: tf.distribute.Strategy, per_replica: Sums) -> Sums:
 
 
 def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    *, global_batch_size: int, binary: bool, jit_compile: bool,
+                    *, global_batch_size: int, jit_compile: bool,
                     ) -> Callable[[Any, tf.Tensor], Sums]:
     """A tf.function running `num_steps` synchronous steps from a distributed iterator; returns summed metrics
     and `first_nonfinite`, the index of the first step whose loss was NaN or Inf (-1: none).
@@ -65,20 +55,20 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimi
     """
     def forward_backward(images, labels):
         with tf.GradientTape() as tape:
-            probs = model(images, training=True)
-            example_losses = per_example_loss(labels, probs, binary)
+            outputs = model(images, training=True)
+            example_losses = models.per_example_loss(labels, outputs)
             loss = tf.nn.compute_average_loss(example_losses, global_batch_size=global_batch_size)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled_loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
-        return gradients, _sums(labels, probs, example_losses, binary)
+        return gradients, _sums(labels, outputs, example_losses)
 
     if jit_compile:
         if strategy.num_replicas_in_sync > 1 and models.has_synchronized_batch_norm(model):
-            raise ValueError(f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
-                             f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
-                             "XLA); run without --config.jit_compile or on one replica.")
+            raise UserError(f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
+                            f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
+                            "XLA); run without --config.jit_compile or on one replica.")
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):
@@ -104,8 +94,7 @@ def make_evaluator(strategy: tf.distribute.Strategy, model: keras.Model, data: D
                    ) -> Callable[[], dict[str, float]]:
     """val_loss and val_accuracy over one pass of the eval input (see evaluate.make_evaluation_pass)."""
     evaluation_pass = evaluate.make_evaluation_pass(
-        strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples,
-        per_example_loss=functools.partial(per_example_loss, binary=models.is_binary(model)))
+        strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples)
 
     def evaluate_model() -> dict[str, float]:
         totals = evaluation_pass()

@@ -1,8 +1,6 @@
 """TensorBoard summaries under model_dir/tensorboard/{train,validation}; the chief writes, others no-op."""
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
 SUMMARY_SUBDIR = "tensorboard"
@@ -12,9 +10,9 @@ MAX_IMAGES = 6
 class Summaries:
     def __init__(self, model_dir: str, enabled: bool) -> None:
         if enabled:
-            root = os.path.join(model_dir, SUMMARY_SUBDIR)
-            self._train = tf.summary.create_file_writer(os.path.join(root, "train"))
-            self._validation = tf.summary.create_file_writer(os.path.join(root, "validation"))
+            root = tf.io.gfile.join(model_dir, SUMMARY_SUBDIR)
+            self._train = tf.summary.create_file_writer(tf.io.gfile.join(root, "train"))
+            self._validation = tf.summary.create_file_writer(tf.io.gfile.join(root, "validation"))
         else:
             self._train = self._validation = tf.summary.create_noop_writer()
 

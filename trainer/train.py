@@ -1,17 +1,12 @@
-"""The training loop: a custom tf.distribute loop around a Keras 3 model and optimizer.
+"""The training driver: phases, epochs of `steps_per_loop`-step calls, evaluation, checkpoints, export.
 
-Keras's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
-and with steps_per_execution > 1 under MirroredStrategy, so the loop is ours:
-`steps_per_loop` steps per tf.function call, each running `strategy.run` on a
-replica step whose loss is averaged over the global batch (the steps are built in
-trainer/steps.py). This module drives them: phases, checkpoints, evaluation, the
-run's lifecycle.
+A custom tf.distribute loop around a Keras 3 model and optimizer (why not `model.fit`: BUILD_NOTES.md, "The loop");
+the per-replica steps are built in trainer/steps.py. `run` is what `python -m trainer.main` calls with a validated
+config; `train_and_evaluate` takes a strategy and a `Data` directly (tests, other drivers).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import time
 from typing import Any, Callable
 
@@ -20,31 +15,16 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from trainer import checkpointing, distribution, export, input_pipeline, models, preemption, steps, summaries
+from trainer import checkpointing, distribution, export, files, input_pipeline, models, preemption, steps, summaries
 from trainer import evaluate as evaluation
 from trainer import history as history_lib
 from trainer.checkpointing import CHECKPOINT_SUBDIR
+from trainer.data import Data, InputFn
+from trainer.errors import UserError
 from trainer.history import METRICS_FILE  # noqa: F401  (re-exported: the model_dir layout)
 
-MODES = ("train", "eval", "train_and_eval")
 CONFIG_FILE = "config.json"
 EVAL_CONFIG_FILE = "config_eval.json"  # --mode=eval keeps the training run's config.json.
-BEST_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
-
-InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    """What the loop needs from a dataset: input functions and sizes."""
-
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    train_input_fn: InputFn | None  # Infinite (images, labels), full per-replica batches.
-    eval_input_fn: InputFn | None  # One pass of full (images, labels, mask) batches; `eval_examples` unmasked.
-    train_steps_per_epoch: int
-    eval_examples: int
-    class_names: tuple[str, ...] = ()  # For reports; empty: '0', '1', ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,37 +34,6 @@ class Phase:
     optimizer: str
     learning_rate: float
     unfreeze_from: str | None  # Transfer models: see models.set_base_trainable.
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Catches bad combinations before any expensive setup."""
-    if config.mode not in MODES:
-        raise ValueError(f"--mode={config.mode!r}: choose one of {MODES}.")
-    if not config.data_dir:
-        raise ValueError("--data_dir is required: a dataset directory written by `python -m data_prep.build`.")
-    if not config.model_dir:
-        raise ValueError("--model_dir is required: where checkpoints, config.json and metrics.jsonl go.")
-    if config.model.name not in models.MODEL_NAMES:
-        raise ValueError(f"config model.name={config.model.name!r}: choose one of {models.MODEL_NAMES}.")
-    is_transfer = config.model.name == "vgg16_transfer"
-    if (config.model.freeze_base or config.fine_tune.epochs) and not is_transfer:
-        raise ValueError(f"model {config.model.name} has no pretrained base: model.freeze_base and "
-                         "fine_tune.epochs apply to vgg16_transfer only.")
-    if config.global_batch_size <= 0 or config.steps_per_loop <= 0:
-        raise ValueError("global_batch_size and steps_per_loop must be positive.")
-    if config.epochs < 0 or config.fine_tune.epochs < 0:
-        raise ValueError("epochs and fine_tune.epochs must be >= 0.")
-    if config.checkpoint_every_steps < 0 or config.checkpoints_to_keep <= 0:
-        raise ValueError("checkpoint_every_steps must be >= 0 (0: epoch ends only) and checkpoints_to_keep > 0.")
-    if config.best_metric not in ("", *BEST_METRICS) or config.best_mode not in ("max", "min"):
-        raise ValueError(f"best_metric={config.best_metric!r}, best_mode={config.best_mode!r}: choose best_metric "
-                         f"from {BEST_METRICS} (or '' for no best-model tracking) and best_mode max or min.")
-    if config.early_stopping_patience < 0:
-        raise ValueError("early_stopping_patience must be >= 0 (0: no early stopping).")
-    if config.early_stopping_patience and (
-            not config.best_metric or config.mode == "train" and config.best_metric.startswith("val_")):
-        raise ValueError(f"early_stopping_patience watches best_metric={config.best_metric!r}, which this run "
-                         "does not compute: set a best_metric, and use --mode=train_and_eval for a val_ metric.")
 
 
 def phases(config: ml_collections.ConfigDict) -> list[Phase]:
@@ -97,8 +46,10 @@ def phases(config: ml_collections.ConfigDict) -> list[Phase]:
 
 
 def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, Any]]]:
-    """Sets up devices, strategy and precision from `config`, then trains and/or evaluates."""
-    validate_config(config)
+    """Sets up devices, strategy and precision from `config`, then trains and/or evaluates.
+
+    `config` must have passed config_fields.validate (trainer.main.resolve_config validates it).
+    """
     distribution.configure_cpu_devices(config.num_cpu_devices)
     strategy = distribution.make_strategy(config.strategy, config.tpu)
     config.mixed_precision = distribution.resolve_precision(config.mixed_precision, config.strategy)
@@ -112,7 +63,7 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
-    info = input_pipeline.open_dataset(config.data_dir)
+    info = _open_dataset(config.data_dir)
     image_size = tuple(int(n) for n in config.image_size)
 
     def input_fn(split: str, training: bool) -> InputFn:
@@ -134,6 +85,14 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     )
 
 
+def _open_dataset(data_dir: str) -> input_pipeline.DatasetInfo:
+    """The dataset reader raises ValueError for a directory that does not match its metadata.json: bad input."""
+    try:
+        return input_pipeline.open_dataset(data_dir)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
                        data: Data) -> tuple[keras.Model, list[dict[str, Any]]]:
     """Runs `config.mode`; returns the model and one metrics record per epoch (or the single evaluation)."""
@@ -141,15 +100,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribut
     if is_chief:
         tf.io.gfile.makedirs(config.model_dir)
         config_file = EVAL_CONFIG_FILE if config.mode == "eval" else CONFIG_FILE
-        with tf.io.gfile.GFile(os.path.join(config.model_dir, config_file), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        files.write_atomic(tf.io.gfile.join(config.model_dir, config_file),
+                           config.to_json_best_effort(indent=2, sort_keys=True))
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = models.build_model(config.model.name, data.input_shape, data.num_classes, config.model.weights)
     if config.mode == "eval":
         return model, [_evaluate_checkpoint(config, strategy, model, data, is_chief)]
     evaluate = steps.make_evaluator(strategy, model, data) if data.eval_input_fn else None
-    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
+    checkpoint_dir = tf.io.gfile.join(config.model_dir, CHECKPOINT_SUBDIR)
     return model, _train(config, strategy, data, model, evaluate, checkpoint_dir, is_chief)
 
 
@@ -165,7 +124,6 @@ def _evaluate_checkpoint(config: ml_collections.ConfigDict, strategy: tf.distrib
     report = evaluation.evaluate_split(
         strategy, model, data.eval_input_fn, num_examples=data.eval_examples,
         class_names=data.class_names or tuple(str(k) for k in range(data.num_classes)),
-        per_example_loss=functools.partial(steps.per_example_loss, binary=models.is_binary(model)),
         split=config.test_split, checkpoint=path)
     if is_chief:
         evaluation.write_report(report, config.model_dir)
@@ -180,8 +138,8 @@ def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) ->
     path = checkpointing.best_or_latest_checkpoint(config.model_dir)
     if path:  # None after zero epochs.
         _restore_model(model, path)
-    export.export_model(model, os.path.join(config.model_dir, export.EXPORT_SUBDIR),
-                        input_pipeline.open_dataset(config.data_dir), config.image_size, config.normalization)
+    export.export_model(model, tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR),
+                        _open_dataset(config.data_dir), config.image_size, config.normalization)
 
 
 def _restore_model(model: keras.Model, path: str) -> None:
@@ -227,7 +185,7 @@ class _Training:
         self.best_metric = config.best_metric if evaluate or not config.best_metric.startswith("val_") else ""
         self.best_manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=model, epoch=self.state.epoch, step=self.state.step),
-            os.path.join(config.model_dir, checkpointing.BEST_SUBDIR), strategy, is_chief, max_to_keep=1)
+            tf.io.gfile.join(config.model_dir, checkpointing.BEST_SUBDIR), strategy, is_chief, max_to_keep=1)
         self.any_worker = _make_any_worker(strategy)
         self.stop = preemption.StopRequest()
 
@@ -241,10 +199,10 @@ class _Training:
                      int(state.epoch.numpy()), self._step)
         steps_into_epoch, phase = state.steps_into_epoch(steps_per_epoch), int(state.phase.numpy())
         if not 0 <= steps_into_epoch <= steps_per_epoch or phase > len(self.phases):
-            raise ValueError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
-                             f"{phase}) does not fit this config ({steps_per_epoch} steps per "
-                             f"epoch, {len(self.phases)} phases): resume with the run's own config.json, or "
-                             "train in a new --model_dir.")
+            raise UserError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
+                            f"{phase}) does not fit this config ({steps_per_epoch} steps per epoch, "
+                            f"{len(self.phases)} phases): resume with the run's own config.json, or train "
+                            "in a new --model_dir.")
 
     def run(self) -> list[dict[str, Any]]:
         if self.restored:
@@ -270,7 +228,7 @@ class _Training:
             checkpointing.restore_optimizer(self.restored, optimizer)
         train_loop = steps.make_train_loop(self.strategy, self.model, optimizer,
                                            global_batch_size=self.config.global_batch_size,
-                                           binary=models.is_binary(self.model), jit_compile=self.config.jit_compile)
+                                           jit_compile=self.config.jit_compile)
         manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=self.model, optimizer=optimizer, **self.state.variables()),
             self.checkpoint_dir, self.strategy, self.is_chief, self.config.checkpoints_to_keep)

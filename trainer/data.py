@@ -1,0 +1,27 @@
+"""What the training loop takes from a dataset: input functions and sizes.
+
+`train.load_data` builds a `Data` from a data_prep directory through the input pipeline; tests and benchmarks build
+one from in-memory arrays. A module of its own so that the loop (train.py) and the step builders (steps.py) can both
+name the type without importing each other.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+
+InputFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Input functions (for `strategy.distribute_datasets_from_function`) and the sizes the loop needs."""
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    train_input_fn: InputFn | None  # Infinite (images, labels), full per-replica batches.
+    eval_input_fn: InputFn | None  # One pass of full (images, labels, mask) batches; `eval_examples` unmasked.
+    train_steps_per_epoch: int
+    eval_examples: int
+    class_names: tuple[str, ...] = ()  # For reports; empty: '0', '1', ...
