@@ -60,7 +60,9 @@ def _wait_for_checkpoint(process, model_dir, timeout=120):
         time.sleep(0.01)
 
 
-def _finish(process, expected_code=0):
+def _finish(process, expected_code):
+    """The process's output once it ends with `expected_code`: a literal, as the codes are documented to users
+    (trainer/main.py: 0 done, 1 error, 42 stopped by SIGTERM, restart it), whatever the constants in the code say."""
     log, _ = process.communicate(timeout=180)
     assert process.returncode == expected_code, log[-3000:]
     return log
@@ -109,7 +111,7 @@ def test_kill_9_then_the_same_command_resumes_at_the_last_checkpoint(dataset, tm
     assert state == {"step": state["step"], "epoch": state["step"] // steps_per_epoch, "phase": 0,
                      "iterations": state["step"]}
 
-    log = _finish(_start(data_dir, model_dir))
+    log = _finish(_start(data_dir, model_dir), 0)
     assert f"Resuming from {killed_at}: phase 0, epoch {state['epoch']}, step {state['step']}." in log
     _assert_finished(model_dir, steps_per_epoch)
 
@@ -121,12 +123,12 @@ def test_sigterm_saves_exits_42_and_the_rerun_completes(dataset, tmp_path):
     process = _start(data_dir, model_dir)
     _wait_for_checkpoint(process, model_dir)
     process.send_signal(signal.SIGTERM)
-    log = _finish(process, preemption.EXIT_CODE)
+    log = _finish(process, 42)
     step = int(re.search(r"preempted: stopped by a termination signal at step (\d+)", log).group(1))
     saved = checkpointing.latest_checkpoint(str(model_dir))
     assert saved.endswith(f"ckpt-{step}") and _state(saved)["step"] == step < EPOCHS * steps_per_epoch
 
-    log = _finish(_start(data_dir, model_dir))
+    log = _finish(_start(data_dir, model_dir), 0)
     assert f"Resuming from {saved}:" in log
     _assert_finished(model_dir, steps_per_epoch)
     tags = {writer: _summary_tags(model_dir / summaries.SUMMARY_SUBDIR / writer) for writer in ("train", "validation")}
@@ -157,13 +159,13 @@ def test_two_workers_stop_together_on_one_sigterm_and_only_the_chief_writes(data
     chief, other = _start_workers(data_dir, model_dir)
     _wait_for_checkpoint(chief, model_dir)
     other.send_signal(signal.SIGTERM)  # Only the non-chief is told; the chief must stop at the same step.
-    steps = [re.search(r"at step (\d+)", _finish(p, preemption.EXIT_CODE)).group(1) for p in (chief, other)]
+    steps = [re.search(r"at step (\d+)", _finish(p, 42)).group(1) for p in (chief, other)]
     assert steps[0] == steps[1]
     assert checkpointing.latest_checkpoint(str(model_dir)).endswith(f"ckpt-{steps[0]}")
     assert not any("tmp_worker" in path for path in _all_paths(model_dir))
 
     for process in _start_workers(data_dir, model_dir):
-        _finish(process)
+        _finish(process, 0)
     assert set(os.listdir(model_dir)) == FINISHED_RUN
     assert not any("tmp_worker" in path for path in _all_paths(model_dir))
     _assert_finished(model_dir, steps_per_epoch)
@@ -183,12 +185,12 @@ def test_kill_9_of_the_non_chief_ends_the_chief_and_restarting_both_finishes_the
         chief.kill()
         pytest.fail(f"the chief did not exit within 120 s of the non-chief's kill -9:\n"
                     f"{chief.communicate()[0][-3000:]}")
-    assert chief.returncode > 0 and chief.returncode != preemption.EXIT_CODE, log[-3000:]
+    assert chief.returncode > 0 and chief.returncode != 42, log[-3000:]
     saved = checkpointing.latest_checkpoint(str(model_dir))
     assert 0 < _state(saved)["step"] < EPOCHS * steps_per_epoch
 
     for process in _start_workers(data_dir, model_dir):  # The same command for both.
-        assert f"Resuming from {saved}:" in _finish(process)
+        assert f"Resuming from {saved}:" in _finish(process, 0)
     assert set(os.listdir(model_dir)) == FINISHED_RUN
     assert not any("tmp_worker" in path for path in _all_paths(model_dir))
     _assert_finished(model_dir, steps_per_epoch)
