@@ -1,7 +1,9 @@
 """Shared fixtures: small generated raw folders and datasets built from them."""
+import io
 import os
 import platform
 import socket
+import struct
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # For the local GCS emulator (tests/test_gcs.py); read when fsspec and gcsfs are imported, so set first.
@@ -9,6 +11,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
 
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from data_prep import driver, images, sample_data  # noqa: E402
 
@@ -43,6 +46,18 @@ def beam_counters_agree_with_reports(caplog):
     yield
     logged = [r.getMessage() for when in ("setup", "call") for r in caplog.get_records(when)]
     assert not [m for m in logged if m.startswith("Beam counters") and "differ" in m]
+
+
+def jpeg_with_malformed_exif(size=(48, 40)):
+    """A JPEG of `size` whose EXIF orientation (6: turn a quarter clockwise) Pillow reads and applies, but whose
+    Artist tag holds a RATIONAL instead of text, so rewriting the EXIF without the orientation raises in Pillow."""
+    entries = [(0x0112, 3, 1, 6), (0x013B, 5, 1, 8 + 2 + 2 * 12 + 4)]  # (tag, type, count, value or offset)
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, len(entries))
+            + b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
+            + struct.pack("<II", 1, 2))  # Next IFD: none; then the RATIONAL 1/2 the Artist tag points at.
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buffer, format="JPEG", exif=b"Exif\x00\x00" + tiff)
+    return buffer.getvalue()
 
 
 def free_ports(count):
