@@ -33,10 +33,27 @@ def pytest_report_header(config):
 def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_ARGS, layout="auto", class_names=None,
                  split="train:80,validation:10,test:10", image_options=images.ImageOptions(image_size=64), threads=1,
                  **common):
-    """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread)."""
-    return driver.build_folder_dataset(
+    """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread);
+    returns its report, whose lists are checked against its counts."""
+    report = driver.build_folder_dataset(
         dataset, str(input_dir), driver.CommonOptions(output_dir=str(output_dir), beam_args=beam_args, **common),
         layout=layout, class_names=class_names, split=split, image_options=image_options, threads=threads)
+    assert_report_lists_match_counts(report)
+    return report
+
+
+def assert_report_lists_match_counts(report):
+    """Each list of a build report names every file its count counts, once; no file is listed under two kinds,
+    and a warning is about a written file (one the lists do not name), once."""
+    counts, listed = report["counts"], []
+    for kind in ("rejected", "duplicates", "skipped"):
+        paths = [item["path"] for item in report[kind]]
+        assert len(paths) == counts[kind] == len(set(paths)), (kind, paths)
+        listed += paths
+    assert len(listed) == len(set(listed)), f"a file listed under two kinds: {listed}"
+    assert counts["files_seen"] == counts["written"] + len(listed)
+    warned = [item["path"] for item in report["warnings"]]
+    assert len(warned) == len(set(warned)) and not set(warned) & set(listed), warned
 
 
 @pytest.fixture(autouse=True)
