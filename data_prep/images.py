@@ -148,11 +148,15 @@ def decode(data: bytes, options: ImageOptions) -> DecodedImage:
         image.load()
     except Exception as e:
         raise RejectedImage(f"truncated or corrupt image data ({source_format}): {e}") from None
-    stored_as = image.size
+    stored_as, stored_pixels = image.size, image.im
     try:
         ImageOps.exif_transpose(image, in_place=True)  # In place: no copy of the common unrotated image.
     except Exception as e:  # Malformed EXIF must not cost an otherwise good image; the report lists it.
-        warning = f"EXIF orientation unreadable, kept as stored: {e}"
+        # Pillow turns the pixels before it rewrites the EXIF without the orientation, where malformed tags raise.
+        if image.im is stored_pixels:
+            warning = f"EXIF orientation unreadable, kept as stored: {e}"
+        else:
+            warning = f"EXIF malformed, its orientation applied: {e}"
     if image.size != stored_as:  # Turned a quarter by its EXIF orientation (target_size commutes with that).
         size = size[::-1]
     image = _to_mode(image, options.channels)

@@ -1,7 +1,9 @@
 """Shared fixtures: small generated raw folders and datasets built from them."""
+import io
 import os
 import platform
 import socket
+import struct
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # For the local GCS emulator (tests/test_gcs.py); read when fsspec and gcsfs are imported, so set first.
@@ -9,6 +11,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
 
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from data_prep import driver, images, options, sample_data, schema  # noqa: E402
 
@@ -30,11 +33,28 @@ def pytest_report_header(config):
 def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_ARGS, layout="auto", class_names=None,
                  split="train:80,validation:10,test:10", image_options=images.ImageOptions(image_size=64), threads=1,
                  **common):
-    """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread)."""
-    return driver.build(options.BuildOptions(
+    """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread);
+    returns its report, whose lists are checked against its counts."""
+    report = driver.build(options.BuildOptions(
         dataset=dataset, output_dir=str(output_dir), input_dir=str(input_dir), beam_args=tuple(beam_args),
         layout=layout, class_names=tuple(class_names) if class_names else None, split=split, image=image_options,
         decode_threads=threads, **common))
+    assert_report_lists_match_counts(report)
+    return report
+
+
+def assert_report_lists_match_counts(report):
+    """Each list of a build report names every file its count counts, once; no file is listed under two kinds,
+    and a warning is about a written file (one the lists do not name), once."""
+    counts, listed = report["counts"], []
+    for kind in ("rejected", "duplicates", "skipped"):
+        paths = [item["path"] for item in report[kind]]
+        assert len(paths) == counts[kind] == len(set(paths)), (kind, paths)
+        listed += paths
+    assert len(listed) == len(set(listed)), f"a file listed under two kinds: {listed}"
+    assert counts["files_seen"] == counts["written"] + len(listed)
+    warned = [item["path"] for item in report["warnings"]]
+    assert len(warned) == len(set(warned)) and not set(warned) & set(listed), warned
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +75,18 @@ def dataset_metadata(class_names, *, channels=3, image_format="png", splits=None
                                jpeg_quality=90),
         splits=splits or {}, augmentation=policy, statistics=statistics, source={"kind": "test"},
         build=schema.BuildSettings(augment_copies=0, seed=0, max_pixels=0))
+
+
+def jpeg_with_malformed_exif(size=(48, 40)):
+    """A JPEG of `size` whose EXIF orientation (6: turn a quarter clockwise) Pillow reads and applies, but whose
+    Artist tag holds a RATIONAL instead of text, so rewriting the EXIF without the orientation raises in Pillow."""
+    entries = [(0x0112, 3, 1, 6), (0x013B, 5, 1, 8 + 2 + 2 * 12 + 4)]  # (tag, type, count, value or offset)
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, len(entries))
+            + b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
+            + struct.pack("<II", 1, 2))  # Next IFD: none; then the RATIONAL 1/2 the Artist tag points at.
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buffer, format="JPEG", exif=b"Exif\x00\x00" + tiff)
+    return buffer.getvalue()
 
 
 def free_ports(count):

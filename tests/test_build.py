@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metricbase import MetricName
-from conftest import FAST_BEAM_ARGS, build_folder
+from conftest import FAST_BEAM_ARGS, assert_report_lists_match_counts, build_folder, jpeg_with_malformed_exif
 from PIL import Image
 
 from data_prep import build, driver, folders, images, pipeline, progress, results, runners, schema, spill
@@ -32,6 +32,7 @@ def read_split(dataset_dir, split):
 
 
 def listed(report):
+    """The paths a report lists as not written: rejected, duplicates and skipped."""
     return {item["path"] for kind in ("rejected", "duplicates", "skipped") for item in report[kind]}
 
 
@@ -46,10 +47,14 @@ def write_photos(root, relpaths, seed=0, size=(48, 40)):
 def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folder):
     out, report = sample_dataset
     counts = report["counts"]
-    assert counts["files_seen"] == sum(1 for _, _, files in os.walk(sample_folder.parent) for _ in files)
+    every_file = {os.path.relpath(os.path.join(directory, name), sample_folder.parent)
+                  for directory, _, names in os.walk(sample_folder.parent) for name in names}
+    assert counts["files_seen"] == len(every_file)
     assert counts["files_seen"] == counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"]
-    for kind in ("rejected", "duplicates", "skipped"):
-        assert len(report[kind]) == counts[kind] == len({item["path"] for item in report[kind]}), kind
+    assert_report_lists_match_counts(report)
+    stored = set().union(*(read_split(out, split) for split in report["splits"]))
+    assert len(stored) == counts["written"]
+    assert stored | listed(report) == every_file and not stored & listed(report)  # Each file written or listed.
     reasons = {item["path"]: item.get("reason", "") for kind in ("rejected", "skipped") for item in report[kind]}
     # The download's loose files beside PetImages/ (the README's command points at their folder).
     assert reasons["CDLA-Permissive-2.0.pdf"] == reasons["readme[1].txt"] == "skipped: outside the data folder PetImages"
@@ -165,6 +170,29 @@ def test_split_folders_are_kept_and_duplicates_never_cross_splits(tmp_path):
     assert report["duplicates"] == [{"path": "train/cats/cat.1.png", "duplicate_of": "test/cats/cat.1 copy.png"}]
     found = {s: set(read_split(tmp_path / "out", s)) for s in report["splits"]}
     assert not (found["train"] & found["test"])
+
+
+def test_warnings_and_duplicates_of_either_label_are_listed_by_an_in_process_build(tmp_path):
+    raw = tmp_path / "raw"
+    latin1 = os.fsdecode(b"Cat/caf\xe9.png")  # A file name that is not UTF-8.
+    write_photos(raw, ["Cat/a.png", "Cat/b.png", "Dog/c.png"])
+    write_photos(raw, [latin1], seed=1)
+    shutil.copy(raw / "Cat/a.png", raw / "Dog/a copy.png")  # The same photo under the other label.
+    shutil.copy(raw / "Cat/b.png", raw / "Cat/b copy.png")
+    (raw / "Dog/exif.jpg").write_bytes(jpeg_with_malformed_exif())
+    (raw / "Dog/empty.jpg").write_bytes(b"")
+    report = build_folder(raw, tmp_path / "out", split="train:100")
+    assert report["counts"] == {"files_seen": 8, "written": 5, "rejected": 1, "duplicates": 2, "skipped": 0,
+                                "augmented_copies": 0}
+    assert sorted(report["duplicates"], key=lambda item: item["path"]) == [  # The survivor is the first by path.
+        {"path": "Cat/b.png", "duplicate_of": "Cat/b copy.png"},
+        {"path": "Dog/a copy.png", "duplicate_of": "Cat/a.png", "note": "labelled differently"}]
+    warnings = {item["path"]: item["reason"] for item in report["warnings"]}
+    assert len(report["warnings"]) == len(warnings) == 2
+    assert warnings[latin1].startswith("file name is not valid UTF-8: image/filename holds its original bytes")
+    assert warnings["Dog/exif.jpg"].startswith("EXIF malformed, its orientation applied: ")
+    on_disk = json.loads((tmp_path / "out" / schema.REPORT_FILE).read_text())
+    assert on_disk["warnings"] == report["warnings"]
 
 
 def test_pixel_identical_files_of_different_formats_are_duplicates(tmp_path):

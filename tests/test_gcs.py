@@ -1,4 +1,6 @@
-"""data_prep from gs:// to gs:// against a real local GCS emulator, compared with the same build on local disk."""
+"""data_prep from gs:// to gs:// against a real local GCS emulator, compared with the same build on local disk;
+the commit by copies that object storage needs, interrupted at each of its steps."""
+import itertools
 import json
 import os
 import shutil
@@ -13,7 +15,7 @@ import pytest
 from conftest import FAST_BEAM_ARGS, build_folder, free_ports
 from keras_files import write_mnist_npz
 
-from data_prep import driver, folders, options, ownership, progress
+from data_prep import driver, folders, options, output, ownership, progress, sample_data, schema
 
 BUCKET = "imgcls-test"
 
@@ -145,3 +147,72 @@ def test_shard_files_written_by_workers_are_counted_past_the_listing_cache(gcs):
     assert progress.count_shard_files(f"gs://{directory}") == 0
     gcs.pipe(f"{directory}/catsdogs-train.tfrecord-00000-of-00001", b"")  # Another client, as a worker is.
     assert progress.count_shard_files(f"gs://{directory}") == 1
+
+
+@pytest.fixture(scope="module")
+def old_and_new_datasets(tmp_path_factory):
+    """Two local builds of 8 images, {file name: bytes} each: 3 train shards (the dataset being replaced) and 1."""
+    root = tmp_path_factory.mktemp("versions")
+    sample_data.write_sample_folder(str(root / "raw" / "PetImages"), images_per_class=4, min_side=40, max_side=64,
+                                    include_broken=False)
+    versions = []
+    for name, num_shards in (("old", 3), ("new", 1)):
+        build_folder(root / "raw", root / name, num_shards=num_shards, split="train:100")
+        versions.append({n: (root / name / n).read_bytes() for n in os.listdir(root / name)})
+    return versions
+
+
+class InjectedFailure(Exception):
+    """The commit stopped here, as a crash or a lost connection would stop it."""
+
+
+def _assert_readers_never_see_a_mixed_dataset(files, old, new):
+    """What a reader of `files` relies on: a directory holding both markers is one whole version, every shard its
+    metadata.json lists present with the bytes recorded; and no marker of the old version is beside a new shard."""
+    markers = output.AtomicOutput.MARKERS
+    if all(marker in files for marker in markers):
+        version = new if files[schema.METADATA_FILE] == new[schema.METADATA_FILE] else old
+        assert {marker: files[marker] for marker in markers} == {marker: version[marker] for marker in markers}
+        metadata = schema.DatasetMetadata.from_dict(json.loads(files[schema.METADATA_FILE]))
+        for split, info in metadata.splits.items():
+            shards = [os.path.basename(path) for path in metadata.shard_paths("", split)]
+            assert [files.get(shard) for shard in shards] == [version[shard] for shard in shards], split
+            assert sum(len(files[shard]) for shard in shards) == info.num_bytes
+    if any(name in files for name in set(new) - set(old)):
+        assert all(files[marker] == new[marker] for marker in markers if marker in files), "old markers, new shards"
+
+
+@pytest.mark.slow
+def test_a_gs_commit_interrupted_at_any_step_never_shows_readers_a_mixed_dataset(gcs, old_and_new_datasets,
+                                                                                  monkeypatch):
+    """Replaces a 3-shard dataset by a 1-shard one, the commit failing at its first step, then its second, and so
+    on until one completes; after each, the target is what a reader would find."""
+    old, new = old_and_new_datasets
+    for fail_at in itertools.count():
+        target = f"{BUCKET}/commits/fail_at_{fail_at}"
+        fs, _ = fsspec.core.url_to_fs(f"gs://{target}")  # The file system instance the commit uses.
+        for name, data in old.items():
+            fs.pipe_file(f"{target}/{name}", data)
+        atomic = output.AtomicOutput(f"gs://{target}", overwrite=True)
+        for name, data in new.items():
+            fs.pipe_file(f"{atomic.temp_path}/{name}", data)
+        steps = itertools.count()
+        with monkeypatch.context() as patch:
+            for method in ("copy", "rm"):  # Every change the commit makes to the bucket.
+                def failing(*args, _method=getattr(fs, method), **kwargs):
+                    if next(steps) == fail_at:
+                        raise InjectedFailure(f"{_method.__name__}{args}")
+                    return _method(*args, **kwargs)
+                patch.setattr(fs, method, failing)
+            try:
+                atomic.commit()
+                completed = True
+            except InjectedFailure:
+                completed = False
+        gcs.invalidate_cache()
+        files = {path.rsplit("/", 1)[1]: gcs.cat_file(path) for path in gcs.find(target)}
+        _assert_readers_never_see_a_mixed_dataset(files, old, new)
+        if completed:
+            break
+    assert files == new
+    assert fail_at >= len(new) + 2  # Interrupted at least at every copy, and at the removal of the old dataset.

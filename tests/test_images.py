@@ -3,6 +3,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import jpeg_with_malformed_exif
 from PIL import Image
 
 from data_prep import images
@@ -74,6 +75,21 @@ def test_exif_orientation_is_applied():
     top_right, top_left = pixels[2:14, -14:-2].mean((0, 1)), pixels[2:14, 2:14].mean((0, 1))
     assert top_right[0] > 200 and top_right[1:].max() < 60  # Displayed top-right, as a viewer shows it.
     assert top_left.max() < 60
+
+
+def test_malformed_exif_keeps_the_image_and_says_whether_it_was_turned(monkeypatch):
+    options = images.ImageOptions(resize_policy="none")
+    decoded = images.decode(jpeg_with_malformed_exif((48, 40)), options)
+    assert decoded.image.size == (40, 48)  # Pillow applied the orientation before failing on the Artist tag.
+    assert decoded.warning.startswith("EXIF malformed, its orientation applied: ")
+
+    def unreadable(self):
+        raise SyntaxError("not a TIFF file")
+
+    monkeypatch.setattr(Image.Image, "getexif", unreadable)  # Fails before Pillow turns anything.
+    decoded = images.decode(jpeg_with_malformed_exif((48, 40)), options)
+    assert decoded.image.size == (48, 40)
+    assert decoded.warning == "EXIF orientation unreadable, kept as stored: not a TIFF file"
 
 
 def test_format_is_sniffed_not_taken_from_extension():

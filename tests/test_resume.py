@@ -1,5 +1,6 @@
 """Surviving interruptions: kill -9 and SIGTERM of `python -m trainer.main` then the same command, chief-only
-writes on 2 local workers and kill -9 of one of them, the NaN stop, best model and early stopping.
+writes on 2 local workers and kill -9 of one of them, the NaN stop, best model and early stopping, and the
+metrics of an epoch that was interrupted and resumed.
 
 The process tests wait for a checkpoint file to appear (polling the directory), then signal the process.
 """
@@ -59,7 +60,9 @@ def _wait_for_checkpoint(process, model_dir, timeout=120):
         time.sleep(0.01)
 
 
-def _finish(process, expected_code=0):
+def _finish(process, expected_code):
+    """The process's output once it ends with `expected_code`: a literal, as the codes are documented to users
+    (trainer/main.py: 0 done, 1 error, 42 stopped by SIGTERM, restart it), whatever the constants in the code say."""
     log, _ = process.communicate(timeout=180)
     assert process.returncode == expected_code, log[-3000:]
     return log
@@ -108,7 +111,7 @@ def test_kill_9_then_the_same_command_resumes_at_the_last_checkpoint(dataset, tm
     assert state == {"step": state["step"], "epoch": state["step"] // steps_per_epoch, "phase": 0,
                      "iterations": state["step"]}
 
-    log = _finish(_start(data_dir, model_dir))
+    log = _finish(_start(data_dir, model_dir), 0)
     assert f"Resuming from {killed_at}: phase 0, epoch {state['epoch']}, step {state['step']}." in log
     _assert_finished(model_dir, steps_per_epoch)
 
@@ -120,12 +123,12 @@ def test_sigterm_saves_exits_42_and_the_rerun_completes(dataset, tmp_path):
     process = _start(data_dir, model_dir)
     _wait_for_checkpoint(process, model_dir)
     process.send_signal(signal.SIGTERM)
-    log = _finish(process, preemption.EXIT_CODE)
+    log = _finish(process, 42)
     step = int(re.search(r"preempted: stopped by a termination signal at step (\d+)", log).group(1))
     saved = checkpointing.latest_checkpoint(str(model_dir))
     assert saved.endswith(f"ckpt-{step}") and _state(saved)["step"] == step < EPOCHS * steps_per_epoch
 
-    log = _finish(_start(data_dir, model_dir))
+    log = _finish(_start(data_dir, model_dir), 0)
     assert f"Resuming from {saved}:" in log
     _assert_finished(model_dir, steps_per_epoch)
     tags = {writer: _summary_tags(model_dir / summaries.SUMMARY_SUBDIR / writer) for writer in ("train", "validation")}
@@ -156,13 +159,13 @@ def test_two_workers_stop_together_on_one_sigterm_and_only_the_chief_writes(data
     chief, other = _start_workers(data_dir, model_dir)
     _wait_for_checkpoint(chief, model_dir)
     other.send_signal(signal.SIGTERM)  # Only the non-chief is told; the chief must stop at the same step.
-    steps = [re.search(r"at step (\d+)", _finish(p, preemption.EXIT_CODE)).group(1) for p in (chief, other)]
+    steps = [re.search(r"at step (\d+)", _finish(p, 42)).group(1) for p in (chief, other)]
     assert steps[0] == steps[1]
     assert checkpointing.latest_checkpoint(str(model_dir)).endswith(f"ckpt-{steps[0]}")
     assert not any("tmp_worker" in path for path in _all_paths(model_dir))
 
     for process in _start_workers(data_dir, model_dir):
-        _finish(process)
+        _finish(process, 0)
     assert set(os.listdir(model_dir)) == FINISHED_RUN
     assert not any("tmp_worker" in path for path in _all_paths(model_dir))
     _assert_finished(model_dir, steps_per_epoch)
@@ -182,12 +185,12 @@ def test_kill_9_of_the_non_chief_ends_the_chief_and_restarting_both_finishes_the
         chief.kill()
         pytest.fail(f"the chief did not exit within 120 s of the non-chief's kill -9:\n"
                     f"{chief.communicate()[0][-3000:]}")
-    assert chief.returncode > 0 and chief.returncode != preemption.EXIT_CODE, log[-3000:]
+    assert chief.returncode > 0 and chief.returncode != 42, log[-3000:]
     saved = checkpointing.latest_checkpoint(str(model_dir))
     assert 0 < _state(saved)["step"] < EPOCHS * steps_per_epoch
 
     for process in _start_workers(data_dir, model_dir):  # The same command for both.
-        assert f"Resuming from {saved}:" in _finish(process)
+        assert f"Resuming from {saved}:" in _finish(process, 0)
     assert set(os.listdir(model_dir)) == FINISHED_RUN
     assert not any("tmp_worker" in path for path in _all_paths(model_dir))
     _assert_finished(model_dir, steps_per_epoch)
@@ -252,6 +255,19 @@ def test_best_model_early_stopping_and_rerunning_a_finished_run(tmp_path):
     assert checkpointing.latest_checkpoint(str(tmp_path)) == last
 
 
+def _stopping_agreement(stop_at_call):
+    """A stand-in for train._make_any_worker: as if a termination signal arrived before its `stop_at_call`-th
+    check (one check per `steps_per_loop` steps)."""
+    def make_any_worker(strategy):
+        calls = []
+
+        def any_worker(flag):
+            calls.append(flag)
+            return tf.constant(float(len(calls) == stop_at_call))
+        return any_worker
+    return make_any_worker
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_after_step, restored", [(3, (1, 1, 3, 1)), (2, (0, 0, 2, 2))])
 def test_vgg16_resumes_in_its_phase_with_that_phase_optimizer(tmp_path, monkeypatch, stop_after_step, restored):
@@ -266,16 +282,9 @@ def test_vgg16_resumes_in_its_phase_with_that_phase_optimizer(tmp_path, monkeypa
     config.model.update(name="vgg16_transfer", weights="none", freeze_base=True)
     config.fine_tune.update(epochs=2, learning_rate=1e-3)
     data = make_data(8, num_train=16, image_shape=(32, 32, 3))
-    calls = []
-
-    def agreement(strategy):
-        def any_worker(flag):
-            calls.append(flag)
-            return tf.constant(float(len(calls) == stop_after_step))
-        return any_worker
 
     with monkeypatch.context() as patch:
-        patch.setattr(train, "_make_any_worker", agreement)
+        patch.setattr(train, "_make_any_worker", _stopping_agreement(stop_after_step))
         with pytest.raises(preemption.Preempted, match=f"at step {stop_after_step} "):
             train.train_and_evaluate(config, tf.distribute.get_strategy(), data)
     saved = checkpointing.latest_checkpoint(str(model_dir))
@@ -325,3 +334,50 @@ def _values_at(checkpoint, object_paths):
         return reader.get_tensor(key)
 
     return {path: value(path) for path in object_paths}
+
+
+def _same_batch_data():
+    """4 steps per epoch, every one on the same 8 examples: a run that restarts its input (as a resume does, and
+    without the first batch a fresh run logs as images) trains on the very batches an uninterrupted run does."""
+    data = make_data(8, num_train=8)
+    return train.Data(**{**data.__dict__, "train_steps_per_epoch": 4})
+
+
+def _same_batch_config(model_dir):
+    return make_config(str(model_dir), epochs=2, steps_per_loop=1, checkpoint_every_steps=0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_same_batch_run(tmp_path_factory):
+    _, records = train.train_and_evaluate(_same_batch_config(tmp_path_factory.mktemp("uninterrupted")),
+                                          tf.distribute.get_strategy(), _same_batch_data())
+    return records
+
+
+@pytest.mark.parametrize("stop_at_step", [2, 4, 7])
+def test_a_resumed_epoch_logs_the_loss_and_accuracy_of_all_its_steps(tmp_path, monkeypatch,
+                                                                     uninterrupted_same_batch_run, stop_at_step):
+    """The interrupted epoch's history row sums its steps before the stop (restored from the checkpoint) and those
+    after it, so it equals an uninterrupted run's row; a resume that lost the partial sums would log less.
+
+    Stopped mid-epoch 1, at its last step (before its end is recorded), and mid-epoch 2 (after the sums were reset).
+    """
+    config, data = _same_batch_config(tmp_path), _same_batch_data()
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_make_any_worker", _stopping_agreement(stop_at_step))
+        with pytest.raises(preemption.Preempted, match=f"at step {stop_at_step} "):
+            train.train_and_evaluate(config, tf.distribute.get_strategy(), data)
+    saved = tf.train.load_checkpoint(checkpointing.latest_checkpoint(str(tmp_path)))
+    partial = {name: saved.get_tensor(f"epoch_{name}/.ATTRIBUTES/VARIABLE_VALUE") for name in ("loss", "correct",
+                                                                                                "count")}
+    steps_into_epoch = (stop_at_step - 1) % 4 + 1
+    assert partial["count"] == 8 * steps_into_epoch
+    assert partial["loss"] > 0 and partial["correct"] > 0  # Sums that a resume could lose.
+
+    _, records = train.train_and_evaluate(config, tf.distribute.get_strategy(), data)
+    expected = uninterrupted_same_batch_run
+    assert [(r["phase"], r["epoch"], r["step"]) for r in records] == [
+        (r["phase"], r["epoch"], r["step"]) for r in expected] == [("train", 1, 4), ("train", 2, 8)]
+    for row, expected_row in zip(records, expected):
+        for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert row[metric] == pytest.approx(expected_row[metric], rel=1e-6), (row["epoch"], metric)

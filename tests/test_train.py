@@ -1,6 +1,8 @@
 """The training loop on one device with in-memory data: metrics, evaluation, checkpoints, precision, phases."""
 import json
 import os
+import re
+import shutil
 import types
 
 import keras
@@ -66,11 +68,28 @@ def test_evaluation_counts_each_example_once_including_the_partial_batch(trained
     assert history[-1]["val_loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert history[-1]["val_accuracy"] == pytest.approx(expected_accuracy)
 
-    config.mode = "eval"
-    config.eval_checkpoint = tf.train.latest_checkpoint(os.path.join(config.model_dir, train.CHECKPOINT_SUBDIR))
-    _, (record,) = train.train_and_evaluate(config, tf.distribute.get_strategy(), make_data(8))
+    eval_config = config.copy_and_resolve_references()  # The fixture's config stays the training run's.
+    eval_config.mode = "eval"
+    eval_config.eval_checkpoint = tf.train.latest_checkpoint(os.path.join(config.model_dir, train.CHECKPOINT_SUBDIR))
+    _, (record,) = train.train_and_evaluate(eval_config, tf.distribute.get_strategy(), make_data(8))
     assert record["checkpoint"].endswith("ckpt-16")
     assert record["val_loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_a_checkpoint_whose_counters_do_not_fit_the_config_is_refused(trained, tmp_path):
+    """The trained run ended at step 16 after 2 epochs of 8 steps; with 16 steps per epoch (twice the data) its
+    step would be 16 steps before its epoch's start."""
+    config, _, _ = trained
+    model_dir = tmp_path / "run"
+    shutil.copytree(os.path.join(config.model_dir, train.CHECKPOINT_SUBDIR), model_dir / train.CHECKPOINT_SUBDIR)
+    before = sorted(os.listdir(model_dir / train.CHECKPOINT_SUBDIR))
+    latest = tf.train.latest_checkpoint(str(model_dir / train.CHECKPOINT_SUBDIR))
+    message = (f"{latest} (epoch 2, step 16, phase 1) does not fit this config (16 steps per epoch, 1 phases): "
+               "resume with the run's own config.json, or train in a new --model_dir.")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.train_and_evaluate(make_config(str(model_dir)), tf.distribute.get_strategy(),
+                                 make_data(8, num_train=128))
+    assert sorted(os.listdir(model_dir / train.CHECKPOINT_SUBDIR)) == before
 
 
 def test_evaluation_refuses_a_split_of_the_wrong_size(tmp_path):

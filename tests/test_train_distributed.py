@@ -19,6 +19,9 @@ from trainer import checkpointing, history, summaries, train
 pytestmark = pytest.mark.slow
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiworker_train.py")
+# Against the one-device run, 2 replicas differ by rounding only: measured at most 3e-8 on the weights and 8e-8
+# relative on val_loss, with TF_ENABLE_ONEDNN_OPTS=1 and =0 (BUILD_NOTES.md); the tolerances leave a margin of 10-30x.
+WEIGHTS_ATOL, VAL_LOSS_REL = 1e-6, 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +81,8 @@ def test_mirrored_on_two_cpus_keeps_replicas_in_sync_and_matches_one_device(tmp_
         assert len(records) == 2 and all(r["val_accuracy"] > 0.5 for r in records), name
     for name in ("lenet5", "lenet5:jit"):
         replicas, history = results[name]
-        _assert_same(replicas[0], expected_weights, atol=1e-5)
-        assert history[-1]["val_loss"] == pytest.approx(expected_history[-1]["val_loss"], rel=1e-4)
+        _assert_same(replicas[0], expected_weights, atol=WEIGHTS_ATOL)
+        assert history[-1]["val_loss"] == pytest.approx(expected_history[-1]["val_loss"], rel=VAL_LOSS_REL)
 
 
 def test_multi_worker_mirrored_on_two_processes(tmp_path, reference):
@@ -93,9 +96,9 @@ def test_multi_worker_mirrored_on_two_processes(tmp_path, reference):
     ((chief,), chief_history), = _finish(*runs[0]).values()
     ((other,), other_history), = _finish(*runs[1]).values()
     _assert_same(other, chief, atol=0)
-    _assert_same(chief, reference[0], atol=1e-5)
+    _assert_same(chief, reference[0], atol=WEIGHTS_ATOL)
     assert _without_timing(chief_history) == _without_timing(other_history)
-    assert chief_history[-1]["val_loss"] == pytest.approx(reference[1][-1]["val_loss"], rel=1e-4)
+    assert chief_history[-1]["val_loss"] == pytest.approx(reference[1][-1]["val_loss"], rel=VAL_LOSS_REL)
     model_dir = shared_dir / "lenet5"
     # Only the chief's files (tests/test_resume.py also checks that no worker's temporary folder is left).
     assert sorted(os.listdir(model_dir)) == sorted([
