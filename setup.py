@@ -1,4 +1,5 @@
 """Installs data_prep, trainer and configs; also Dataflow's `--setup_file`."""
+
 import setuptools
 
 setuptools.setup(
@@ -6,7 +7,9 @@ setuptools.setup(
     version="0.1.0",
     description="TFRecord data preparation (Apache Beam) and a tf.distribute trainer for image classifiers.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["data_prep", "data_prep.*", "trainer", "trainer.*", "configs", "configs.*"]),
+    packages=setuptools.find_packages(
+        include=["data_prep", "data_prep.*", "trainer", "trainer.*", "configs", "configs.*"]
+    ),
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",

@@ -9,6 +9,7 @@ job's per-image function without Beam. Each run is a fresh process, repeated --r
 fastest kept; peak RSS sums the process tree; "steal" is CPU the hypervisor withheld. benchmarks/README.md
 explains the rows and holds the latest result.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,15 +22,17 @@ import statistics
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psutil
 from absl import app, flags
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "N: images of the throughput runs (half per class).")
 _RSS_SCALE = flags.DEFINE_integer("rss_scale", 4, "The default job also runs on rss_scale*N images; 0 skips it.")
-_MODES = flags.DEFINE_list("modes", ["multi_processing", "multi_threading"],
-                           "Beam local modes also timed on N images, with a worker per core.")
+_MODES = flags.DEFINE_list(
+    "modes", ["multi_processing", "multi_threading"], "Beam local modes also timed on N images, with a worker per core."
+)
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where to generate images and build (default: a temp dir).")
 _KEEP = flags.DEFINE_bool("keep", False, "Keep --work_dir's images for the next run (reused when present).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Times each run is repeated (interleaved); the fastest is kept.")
@@ -69,17 +72,22 @@ def make_images(root: str, count: int) -> None:
 
     if len(_image_files(root)) != count:
         shutil.rmtree(root, ignore_errors=True)
-        sample_data.write_sample_folder(os.path.join(root, "PetImages"), images_per_class=count // 2,
-                                        include_broken=False)
+        sample_data.write_sample_folder(
+            os.path.join(root, "PetImages"), images_per_class=count // 2, include_broken=False
+        )
 
 
 # The timed work, run in a spawned process. Each returns images, seconds, the process's CPU time when
 # timing started, and details.
 
+
 def _labelled_files(input_dir: str) -> list[tuple[str, str, int]]:
     labels = {"Cat": 0, "Dog": 1}
-    return [(path, relpath, labels[relpath.split(os.sep)[1]])
-            for path in _image_files(input_dir) for relpath in [os.path.relpath(path, input_dir)]]
+    return [
+        (path, relpath, labels[relpath.split(os.sep)[1]])
+        for path in _image_files(input_dir)
+        for relpath in [os.path.relpath(path, input_dir)]
+    ]
 
 
 def _write_loop(input_dir: str, output_dir: str, to_record: Callable[[str, str, int], bytes]) -> dict[str, Any]:
@@ -126,8 +134,9 @@ def naive_codec_loop(input_dir: str, output_dir: str) -> dict[str, Any]:
         with open(path, "rb") as f:
             data = f.read()
         encoded = images.encode(images.decode(data, options).image, options)
-        return schema.serialize_example(image=encoded, filename=relpath, key=hashlib.sha256(data).hexdigest(),
-                                        label=label)
+        return schema.serialize_example(
+            image=encoded, filename=relpath, key=hashlib.sha256(data).hexdigest(), label=label
+        )
 
     return _write_loop(input_dir, output_dir, to_record)
 
@@ -177,8 +186,10 @@ def per_image_work(input_dir: str) -> dict[str, Any]:
     from data_prep import folders, images
 
     options = images.ImageOptions()
-    entries = [folders.ManifestEntry(path=path, relpath=relpath, label=label)
-               for path, relpath, label in _labelled_files(input_dir)]
+    entries = [
+        folders.ManifestEntry(path=path, relpath=relpath, label=label)
+        for path, relpath, label in _labelled_files(input_dir)
+    ]
     cpu_start, start = time.process_time(), time.perf_counter()
     for entry in entries:
         folders.read_file(entry, options)
@@ -203,17 +214,24 @@ def beam_job(input_dir: str, output_dir: str, mode: str) -> dict[str, Any]:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     shutil.rmtree(output_dir, ignore_errors=True)
     cpu_start, start = time.process_time(), time.perf_counter()
-    report = driver.build(options.BuildOptions(dataset="catsdogs", output_dir=output_dir, input_dir=input_dir,
-                                               beam_args=tuple(_beam_args(mode))))
+    report = driver.build(
+        options.BuildOptions(
+            dataset="catsdogs", output_dir=output_dir, input_dir=input_dir, beam_args=tuple(_beam_args(mode))
+        )
+    )
     seconds = time.perf_counter() - start
     counts = report["counts"]
     if counts["written"] != counts["files_seen"]:
         raise RuntimeError(f"the build wrote {counts['written']} of {counts['files_seen']} images: {counts}")
     # Exact peaks to check the sampled ones. Linux ru_maxrss is in KiB; RUSAGE_CHILDREN's is the largest
     # single reaped descendant (a Beam worker), not a sum.
-    return {"images": counts["written"], "seconds": seconds, "cpu_start": cpu_start,
-            "driver_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "worker_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+    return {
+        "images": counts["written"],
+        "seconds": seconds,
+        "cpu_start": cpu_start,
+        "driver_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "worker_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    }
 
 
 def _child(task: Callable[..., dict], args: tuple, result_path: str, log_path: str) -> None:
@@ -300,12 +318,22 @@ def measure(name: str, task: Callable[..., dict], args: tuple, scratch: str) -> 
         result = json.load(f)
     os.remove(result_path)
     detail = {k: v for k, v in result.items() if k not in ("images", "seconds", "cpu_start")}
-    run = Run(name=name, images=result["images"], seconds=result["seconds"],
-              cpu_seconds=tree_cpu - result["cpu_start"], peak_rss=sampler.peak_rss, other_cores=other_cpu / wall,
-              steal_cores=steal / wall, steal_factor=(tree_cpu + steal) / tree_cpu,
-              detail={**detail, "driver_rss": sampler.peak_driver_rss, "worker_rss": sampler.peak_worker_rss})
-    print(f"  {name}: {run.rate:.1f} images/s ({run.images} in {run.seconds:.1f} s), "
-          f"peak RSS {run.peak_rss / 2**20:.0f} MiB, steal {run.steal_cores:.2f} cores", flush=True)
+    run = Run(
+        name=name,
+        images=result["images"],
+        seconds=result["seconds"],
+        cpu_seconds=tree_cpu - result["cpu_start"],
+        peak_rss=sampler.peak_rss,
+        other_cores=other_cpu / wall,
+        steal_cores=steal / wall,
+        steal_factor=(tree_cpu + steal) / tree_cpu,
+        detail={**detail, "driver_rss": sampler.peak_driver_rss, "worker_rss": sampler.peak_worker_rss},
+    )
+    print(
+        f"  {name}: {run.rate:.1f} images/s ({run.images} in {run.seconds:.1f} s), "
+        f"peak RSS {run.peak_rss / 2**20:.0f} MiB, steal {run.steal_cores:.2f} cores",
+        flush=True,
+    )
     return run
 
 
@@ -320,27 +348,38 @@ def _check(label: str, value: float, target: float, at_least: bool) -> None:
     print(f"{label:<40} = {value:5.2f}   target {'>=' if at_least else '<='} {target:.2f}   {'PASS' if ok else 'FAIL'}")
 
 
-def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: Run | None, cores: int,
-                 load_before: Sequence[float]) -> None:
+def print_report(
+    runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: Run | None, cores: int, load_before: Sequence[float]
+) -> None:
     mib = 2**20
     naive, strict, limit, ceiling, work = runs["a"], runs["a'"], runs["c"], runs["d"], runs["e"]
     strict_column = "vs (a')"
     print()
-    print(f"{'run':<50}{'images':>7}{'seconds':>9}{'images/s':>10}{'vs (a)':>8}{strict_column:>9}{'CPU ms/img':>12}"
-          f"{'peak RSS MiB':>14}{'other cores':>13}{'steal':>7}")
+    print(
+        f"{'run':<50}{'images':>7}{'seconds':>9}{'images/s':>10}{'vs (a)':>8}{strict_column:>9}{'CPU ms/img':>12}"
+        f"{'peak RSS MiB':>14}{'other cores':>13}{'steal':>7}"
+    )
     for run in runs.values():
-        print(f"{run.name:<50}{run.images:>7}{run.seconds:>9.1f}{run.rate:>10.1f}{run.rate / naive.rate:>8.2f}"
-              f"{run.rate / strict.rate:>9.2f}{1000 * run.cpu_seconds / run.images:>12.1f}"
-              f"{run.peak_rss / mib:>14.0f}{run.other_cores:>13.2f}{run.steal_cores:>7.2f}")
+        print(
+            f"{run.name:<50}{run.images:>7}{run.seconds:>9.1f}{run.rate:>10.1f}{run.rate / naive.rate:>8.2f}"
+            f"{run.rate / strict.rate:>9.2f}{1000 * run.cpu_seconds / run.images:>12.1f}"
+            f"{run.peak_rss / mib:>14.0f}{run.other_cores:>13.2f}{run.steal_cores:>7.2f}"
+        )
     print()
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in load_before)}; "
-          f"after: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({cores} cores)")
-    print(f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): "
-          f"the codec's own ceiling is {ceiling.rate / naive.rate:.2f} x (a), {ceiling.rate / strict.rate:.2f} x (a'), "
-          f"{ceiling.rate / (cores * limit.rate):.2f} x ({cores} x (c))")
+    print(
+        f"load average before: {' '.join(f'{v:.2f}' for v in load_before)}; "
+        f"after: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({cores} cores)"
+    )
+    print(
+        f"{cores} cores give the codec {ceiling.rate / limit.rate:.2f} x one core ((d) / (c)): "
+        f"the codec's own ceiling is {ceiling.rate / naive.rate:.2f} x (a), {ceiling.rate / strict.rate:.2f} x (a'), "
+        f"{ceiling.rate / (cores * limit.rate):.2f} x ({cores} x (c))"
+    )
     per_image = limit.rate / work.rate
-    print(f"the job's per-image work costs r = (c) / (e) = {per_image:.2f} x the codec: with Beam free and perfect "
-          f"overlap (b) <= (d) / r = {ceiling.rate / per_image / (cores * limit.rate):.2f} x ({cores} x (c))")
+    print(
+        f"the job's per-image work costs r = (c) / (e) = {per_image:.2f} x the codec: with Beam free and perfect "
+        f"overlap (b) <= (d) / r = {ceiling.rate / per_image / (cores * limit.rate):.2f} x ({cores} x (c))"
+    )
     # (a) and (c) are per-image loops without start-up costs, so the 4N job is held to their rates on N.
     for job in jobs:
         _check(f"(b) {job.images} / (a)", job.rate / naive.rate, TARGET_VS_NAIVE, at_least=True)
@@ -348,16 +387,26 @@ def print_report(runs: dict[str, Run], jobs: Sequence[Run], small: Run, large: R
         _check(f"(b) {job.images} / ({cores} x (c))", job.rate / (cores * limit.rate), TARGET_VS_LIMIT, at_least=True)
         print(f"{'  (b) ' + str(job.images) + ' / (d): parallel efficiency':<40} = {job.rate / ceiling.rate:5.2f}")
     unstolen = {run.name: run.rate * run.steal_factor for run in (limit, ceiling, *jobs)}
-    print(f"had nothing been stolen (estimate): (d) / (c) = {unstolen[ceiling.name] / unstolen[limit.name]:.2f}; "
-          + "; ".join(f"(b) {job.images} / ({cores} x (c)) = {unstolen[job.name] / (cores * unstolen[limit.name]):.2f}"
-                      for job in jobs))
+    print(
+        f"had nothing been stolen (estimate): (d) / (c) = {unstolen[ceiling.name] / unstolen[limit.name]:.2f}; "
+        + "; ".join(
+            f"(b) {job.images} / ({cores} x (c)) = {unstolen[job.name] / (cores * unstolen[limit.name]):.2f}"
+            for job in jobs
+        )
+    )
     if large:
-        _check(f"peak RSS {large.images} / {small.images}", large.peak_rss / small.peak_rss, TARGET_RSS_GROWTH,
-               at_least=False)
+        _check(
+            f"peak RSS {large.images} / {small.images}",
+            large.peak_rss / small.peak_rss,
+            TARGET_RSS_GROWTH,
+            at_least=False,
+        )
         for label, key in (("driver", "driver"), ("largest worker", "worker")):
-            print(f"  {label}: {large.detail[f'{key}_rss'] / mib:.0f} vs {small.detail[f'{key}_rss'] / mib:.0f} MiB "
-                  f"sampled; ru_maxrss {large.detail[f'{key}_maxrss'] / mib:.0f} vs "
-                  f"{small.detail[f'{key}_maxrss'] / mib:.0f} MiB")
+            print(
+                f"  {label}: {large.detail[f'{key}_rss'] / mib:.0f} vs {small.detail[f'{key}_rss'] / mib:.0f} MiB "
+                f"sampled; ru_maxrss {large.detail[f'{key}_maxrss'] / mib:.0f} vs "
+                f"{small.detail[f'{key}_maxrss'] / mib:.0f} MiB"
+            )
 
 
 def print_same_round_ratios(rounds: Sequence[dict[str, Run]], cores: int) -> None:
@@ -366,10 +415,14 @@ def print_same_round_ratios(rounds: Sequence[dict[str, Run]], cores: int) -> Non
     for key in (DEFAULT, "large"):
         if key in rounds[0]:
             ratios = [r[key].rate / (cores * r["c"].rate) for r in rounds]
-            unstolen = [ratio * r[key].steal_factor / r["c"].steal_factor for ratio, r in zip(ratios, rounds)]
-            print(f"(b) {rounds[0][key].images} / ({cores} x (c)), same round: "
-                  f"{' '.join(f'{v:.2f}' for v in ratios)} (median {statistics.median(ratios):.2f}); "
-                  f"had nothing been stolen: {' '.join(f'{v:.2f}' for v in unstolen)}")
+            unstolen = [
+                ratio * r[key].steal_factor / r["c"].steal_factor for ratio, r in zip(ratios, rounds, strict=True)
+            ]
+            print(
+                f"(b) {rounds[0][key].images} / ({cores} x (c)), same round: "
+                f"{' '.join(f'{v:.2f}' for v in ratios)} (median {statistics.median(ratios):.2f}); "
+                f"had nothing been stolen: {' '.join(f'{v:.2f}' for v in unstolen)}"
+            )
     ceilings = [r["d"].rate * r["e"].rate / r["c"].rate / (cores * r["c"].rate) for r in rounds]
     print(f"ceiling (d) / r of (b) / ({cores} x (c)), same round: {' '.join(f'{v:.2f}' for v in ceilings)}")
 
@@ -379,8 +432,10 @@ def default_layout() -> str:
     from data_prep import runners
 
     beam_options = runners.pipeline_options([])
-    return (f"{beam_options.get_all_options()['direct_running_mode']}, "
-            f"{runners.local_workers(beam_options)} x {runners.decode_threads(beam_options)} threads")
+    return (
+        f"{beam_options.get_all_options()['direct_running_mode']}, "
+        f"{runners.local_workers(beam_options)} x {runners.decode_threads(beam_options)} threads"
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -397,8 +452,11 @@ def main(argv: Sequence[str]) -> None:
         "a'": ("(a') naive loop, the job's codec", naive_codec_loop, (inputs[n], out)),
         DEFAULT: (f"(b) Beam job, default: {default_layout()}", beam_job, (inputs[n], out, DEFAULT)),
         **{mode: (f"(b) Beam job, {mode}, {cores} workers", beam_job, (inputs[n], out, mode)) for mode in _MODES.value},
-        **({"large": (f"(b) Beam job, default, {scale}N", beam_job, (inputs[scale * n], out, DEFAULT))}
-           if scale else {}),
+        **(
+            {"large": (f"(b) Beam job, default, {scale}N", beam_job, (inputs[scale * n], out, DEFAULT))}
+            if scale
+            else {}
+        ),
         "c": ("(c) codec only, 1 core, in memory", codec_limit, (inputs[n],)),
         "d": (f"(d) codec only, {cores} processes, in memory", codec_all_cores, (inputs[n], cores)),
         "e": ("(e) the job's per-image work, 1 core, no Beam", per_image_work, (inputs[n],)),
@@ -408,10 +466,15 @@ def main(argv: Sequence[str]) -> None:
         for count, path in inputs.items():
             make_images(path, count)
         load_before = os.getloadavg()
-        print(f"load average {' '.join(f'{v:.2f}' for v in load_before)} ({cores} cores); timing "
-              f"{_REPEATS.value} rounds:", flush=True)
-        rounds = [{key: measure(name, task, args, work) for key, (name, task, args) in plan.items()}
-                  for _ in range(_REPEATS.value)]
+        print(
+            f"load average {' '.join(f'{v:.2f}' for v in load_before)} ({cores} cores); timing "
+            f"{_REPEATS.value} rounds:",
+            flush=True,
+        )
+        rounds = [
+            {key: measure(name, task, args, work) for key, (name, task, args) in plan.items()}
+            for _ in range(_REPEATS.value)
+        ]
         runs = {key: fastest([r[key] for r in rounds]) for key in plan}
         large = runs.get("large")
         jobs = [runs[DEFAULT], *([large] if large else [])]

@@ -14,6 +14,7 @@ augmentation data_prep records for image folders (flip, rotation, zoom, translat
 Each epoch is timed separately; the steady-state rate is the mean over epochs 2.. (epoch 1
 of (b) also decodes and fills the cache). Other processes on the machine slow both sides.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -30,8 +31,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from data_prep.augmentation import PHOTO_POLICY
-from data_prep.schema import AugmentationPolicy
 from data_prep.sample_data import photo_like
+from data_prep.schema import AugmentationPolicy
 from trainer import input_pipeline
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "N: JPEGs in the raw folder (half per class).")
@@ -61,8 +62,11 @@ def keras_augmentation(policy: AugmentationPolicy) -> keras.Sequential:
     """The Keras layers that apply `policy` (the same ranges our pipeline reads from it)."""
     layers = []
     if policy.horizontal_flip or policy.vertical_flip:
-        mode = "horizontal_and_vertical" if policy.horizontal_flip and policy.vertical_flip else (
-            "horizontal" if policy.horizontal_flip else "vertical")
+        mode = (
+            "horizontal_and_vertical"
+            if policy.horizontal_flip and policy.vertical_flip
+            else ("horizontal" if policy.horizontal_flip else "vertical")
+        )
         layers.append(keras.layers.RandomFlip(mode))
     if policy.rotation:
         layers.append(keras.layers.RandomRotation(policy.rotation))
@@ -77,16 +81,27 @@ def keras_augmentation(policy: AugmentationPolicy) -> keras.Sequential:
 
 def keras_baseline(raw_dir: str, size: int, batch_size: int, policy: AugmentationPolicy) -> tf.data.Dataset:
     augment = keras_augmentation(policy)
-    ds = keras.utils.image_dataset_from_directory(raw_dir, image_size=(size, size), batch_size=batch_size,
-                                                  shuffle=True, seed=0)
-    ds = ds.map(lambda images, labels: (keras.applications.vgg16.preprocess_input(augment(images, training=True)),
-                                        labels), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = keras.utils.image_dataset_from_directory(
+        raw_dir, image_size=(size, size), batch_size=batch_size, shuffle=True, seed=0
+    )
+    ds = ds.map(
+        lambda images, labels: (keras.applications.vgg16.preprocess_input(augment(images, training=True)), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def build_dataset(raw_dir: str, output_dir: str, size: int) -> None:
-    command = [sys.executable, "-m", "data_prep.build", "--dataset=imagefolder", f"--input_dir={raw_dir}",
-               f"--output_dir={output_dir}", f"--image_size={size}", "--split=train:100"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_prep.build",
+        "--dataset=imagefolder",
+        f"--input_dir={raw_dir}",
+        f"--output_dir={output_dir}",
+        f"--image_size={size}",
+        "--split=train:100",
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -141,21 +156,30 @@ def main(argv) -> None:
         raise SystemExit(f"{data_dir} records {info.augmentation}, expected {PHOTO_POLICY}: delete it and rerun.")
 
     keras_timed = time_epochs(keras_epochs(keras_baseline(raw_dir, size, batch_size, PHOTO_POLICY)), num_epochs)
-    ours = input_pipeline.make_input_fn(info, "train", training=True, image_size=(size, size),
-                                        global_batch_size=batch_size, normalization="vgg16")(None)
+    ours = input_pipeline.make_input_fn(
+        info, "train", training=True, image_size=(size, size), global_batch_size=batch_size, normalization="vgg16"
+    )(None)
     steps = input_pipeline.steps_per_epoch(info, "train", batch_size)
     our_timed = time_epochs(our_epochs(ours, steps), num_epochs)
 
-    print(f"{info.split_sizes['train']} images 500x375 -> {size}x{size}, batch {batch_size}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{info.split_sizes['train']} images 500x375 -> {size}x{size}, batch {batch_size}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'pipeline':<42}{'epoch 1 img/s':>14}{'steady img/s':>14}{'steady CPU ms/img':>19}")
-    for label, epochs in (("(a) keras image_dataset_from_directory", keras_timed),
-                          ("(b) trainer.input_pipeline on data_prep", our_timed)):
-        print(f"{label:<42}{epochs[0].rate:>14.0f}{_steady(epochs, 'rate'):>14.0f}"
-              f"{_steady(epochs, 'cpu_ms_per_image'):>19.2f}")
-    print(f"steady-state ratio (b)/(a): {_steady(our_timed, 'rate') / _steady(keras_timed, 'rate'):.1f}x img/s, "
-          f"{_steady(keras_timed, 'cpu_ms_per_image') / _steady(our_timed, 'cpu_ms_per_image'):.1f}x less CPU "
-          f"per image")
+    for label, epochs in (
+        ("(a) keras image_dataset_from_directory", keras_timed),
+        ("(b) trainer.input_pipeline on data_prep", our_timed),
+    ):
+        print(
+            f"{label:<42}{epochs[0].rate:>14.0f}{_steady(epochs, 'rate'):>14.0f}"
+            f"{_steady(epochs, 'cpu_ms_per_image'):>19.2f}"
+        )
+    print(
+        f"steady-state ratio (b)/(a): {_steady(our_timed, 'rate') / _steady(keras_timed, 'rate'):.1f}x img/s, "
+        f"{_steady(keras_timed, 'cpu_ms_per_image') / _steady(our_timed, 'cpu_ms_per_image'):.1f}x less CPU "
+        f"per image"
+    )
     print(f"per-epoch img/s: a={[round(e.rate) for e in keras_timed]}, b={[round(e.rate) for e in our_timed]}")
 
 
@@ -163,6 +187,7 @@ def _steady(epochs: list[Epoch], attribute: str) -> float:
     """Mean over epochs 2..: (b)'s first epoch decodes and fills the cache."""
     steady = epochs[1:] or epochs
     return float(np.mean([getattr(e, attribute) for e in steady]))
+
 
 if __name__ == "__main__":
     app.run(main)

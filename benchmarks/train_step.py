@@ -11,6 +11,7 @@ with and without XLA (`jit_compile`). Per side: an untimed warm-up call (tracing
 `--repeats` timed blocks of `--steps` steps; the median block gives ms/step. Sides alternate
 block by block so load from other processes hits both alike. Target: ours/fit <= 1.05.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -29,8 +30,9 @@ _CHANNELS = flags.DEFINE_integer("channels", 1, "Input channels.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes (2: sigmoid head).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed block (a multiple of --steps_per_loop).")
-_STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 0, "Steps per tf.function call, fit's steps_per_execution "
-                                       "(0: --steps).")
+_STEPS_PER_LOOP = flags.DEFINE_integer(
+    "steps_per_loop", 0, "Steps per tf.function call, fit's steps_per_execution (0: --steps)."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed blocks per side.")
 
 
@@ -43,8 +45,12 @@ def _dataset() -> tf.data.Dataset:
     shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, _CHANNELS.value)
     images = rng.random((16 * _BATCH_SIZE.value, *shape), np.float32)
     labels = rng.integers(0, _NUM_CLASSES.value, len(images)).astype(np.int64)
-    return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
-            .batch(_BATCH_SIZE.value, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .repeat()
+        .batch(_BATCH_SIZE.value, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _model() -> keras.Model:
@@ -59,8 +65,9 @@ def ours(jit_compile: bool):
     model = _model()
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
-    loop = steps.make_train_loop(strategy, model, optimizer, global_batch_size=_BATCH_SIZE.value,
-                                 jit_compile=jit_compile)
+    loop = steps.make_train_loop(
+        strategy, model, optimizer, global_batch_size=_BATCH_SIZE.value, jit_compile=jit_compile
+    )
     iterator = iter(strategy.distribute_datasets_from_function(lambda context: _dataset()))
     num_steps = tf.constant(_steps_per_loop())
 
@@ -86,9 +93,13 @@ def fit(jit_compile: bool):
     """Returns run(steps) -> seconds of one fit epoch (its per-call setup excluded)."""
     model = _model()
     binary = models.is_binary(model)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-                  metrics=["accuracy"], steps_per_execution=_steps_per_loop(), jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=_steps_per_loop(),
+        jit_compile=jit_compile,
+    )
     dataset = _dataset()
     if binary:
         dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
@@ -115,14 +126,22 @@ def main(argv) -> None:
             for name, run in sides.items():
                 times[name].append(run(_STEPS.value) / _STEPS.value * 1000)
         results[jit_compile] = {name: statistics.median(t) for name, t in times.items()}
-        print(f"jit_compile={jit_compile}: " + "  ".join(
-            f"{name} {statistics.median(t):.2f} ms/step (blocks {', '.join(f'{x:.1f}' for x in t)})"
-            for name, t in times.items()))
-    print(f"\n{_MODEL.value} {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x{_CHANNELS.value}, batch {_BATCH_SIZE.value}, "
-          f"{_steps_per_loop()} steps per call, median of {_REPEATS.value} blocks of {_STEPS.value} steps:")
+        print(
+            f"jit_compile={jit_compile}: "
+            + "  ".join(
+                f"{name} {statistics.median(t):.2f} ms/step (blocks {', '.join(f'{x:.1f}' for x in t)})"
+                for name, t in times.items()
+            )
+        )
+    print(
+        f"\n{_MODEL.value} {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x{_CHANNELS.value}, batch {_BATCH_SIZE.value}, "
+        f"{_steps_per_loop()} steps per call, median of {_REPEATS.value} blocks of {_STEPS.value} steps:"
+    )
     for jit_compile, result in results.items():
-        print(f"  jit_compile={str(jit_compile):5}  ours {result['ours']:7.2f} ms/step   fit {result['fit']:7.2f} "
-              f"ms/step   ours/fit = {result['ours'] / result['fit']:.3f}")
+        print(
+            f"  jit_compile={str(jit_compile):5}  ours {result['ours']:7.2f} ms/step   fit {result['fit']:7.2f} "
+            f"ms/step   ours/fit = {result['ours'] / result['fit']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ RMSprop 1e-4, batch 32, 100 epochs: "an accuracy of 82%" (2nd ed., 8.2: about 83
 Training evaluates on the validation split each epoch; `--mode=eval` on the same command
 reports the best model on the test split (model_dir/eval/).
 """
+
 from configs import default
 
 

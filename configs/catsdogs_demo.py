@@ -8,6 +8,7 @@ catsdogs_vgg16.py, 97%, for the literature's figures).
   python -m trainer.main --config=configs/catsdogs_demo.py --data_dir=DATA --model_dir=RUN \
       --strategy=mirrored --num_cpu_devices=2
 """
+
 from configs import catsdogs_cnn
 
 

@@ -15,6 +15,7 @@ That figure is for the 2,000-image subset; a default build of the full download 
 Needs ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (downloaded on first
 use when online), or --config.model.weights=/path/to/that/file.
 """
+
 from configs import default
 
 

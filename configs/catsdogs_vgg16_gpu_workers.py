@@ -10,6 +10,7 @@ Step-by-step commands: BUILD_NOTES.md, "Trainer on the cloud".
   python -m trainer.main --config=configs/catsdogs_vgg16_gpu_workers.py \
       --data_dir=gs://BUCKET/datasets/catsdogs --model_dir=gs://BUCKET/runs/vgg16-$(date +%s)
 """
+
 from configs import catsdogs_vgg16
 
 REPLICAS = 8  # E.g. 2 machines x 4 GPUs; set to the job's total GPU count.

@@ -9,6 +9,7 @@ Step-by-step commands: BUILD_NOTES.md, "Trainer on the cloud".
   python -m trainer.main --config=configs/catsdogs_vgg16_tpu.py \
       --data_dir=gs://BUCKET/datasets/catsdogs --model_dir=gs://BUCKET/runs/vgg16-tpu
 """
+
 from configs import catsdogs_vgg16
 
 

@@ -11,6 +11,7 @@ here) is the usual route past 85% with longer training.
 Training evaluates on the validation split each epoch; `--mode=eval` on the same command
 reports the best model on the test split (model_dir/eval/).
 """
+
 from configs import default
 
 

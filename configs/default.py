@@ -9,6 +9,7 @@ Training runs in up to two phases: "train" (epochs, optimizer, learning_rate; wi
 model.freeze_base the pretrained base stays frozen) and "fine_tune" (fine_tune.*, skipped
 when fine_tune.epochs is 0), which unfreezes the base from fine_tune.unfreeze_from on.
 """
+
 import ml_collections
 
 from trainer import config_fields

@@ -10,6 +10,7 @@ pullovers and coats look alike).
 Training evaluates on the validation split each epoch; `--mode=eval` on the same command
 reports the best model on the test split (model_dir/eval/).
 """
+
 from configs import default
 
 

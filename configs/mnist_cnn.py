@@ -9,6 +9,7 @@ accuracy on MNIST" (Adam, batch 128, 15 epochs).
 Training evaluates on the validation split each epoch; `--mode=eval` on the same command
 reports the best model on the test split (model_dir/eval/).
 """
+
 from configs import default
 
 

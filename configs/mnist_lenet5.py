@@ -9,6 +9,7 @@ LeCun et al. 1998, "Gradient-based learning applied to document recognition": Le
 Training evaluates on the validation split each epoch; `--mode=eval` on the same command
 reports the best model on the test split (model_dir/eval/).
 """
+
 from configs import mnist_cnn
 
 

@@ -5,12 +5,14 @@ data_prep chooses defaults that fit the data (no flips for digits; flips, rotati
 and zoom for photos) and records them in metadata.json (schema.AugmentationPolicy);
 the trainer applies the recorded policy to the training split only.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -22,7 +24,6 @@ from data_prep.options import UserError
 from data_prep.results import METRICS_NAMESPACE
 from data_prep.schema import AugmentationPolicy
 from data_prep.spill import read_spilled
-
 
 # Photos of animals and objects: mirror-symmetric classes, framing varies.
 PHOTO_POLICY = AugmentationPolicy(horizontal_flip=True, rotation=0.1, zoom=0.2, translation=0.1)
@@ -68,8 +69,9 @@ def policy_for(dataset: str, overrides: Sequence[str] = ()) -> AugmentationPolic
         raise UserError(f"--augmentation: {e}") from None
 
 
-def random_transform(pixels: np.ndarray, policy: AugmentationPolicy,
-                     rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+def random_transform(
+    pixels: np.ndarray, policy: AugmentationPolicy, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
     """One offline-augmented copy of an HxWxC uint8 image and the parameters that made it.
 
     Rotation, zoom and translation are one affine map about the centre (constant black fill),
@@ -108,8 +110,7 @@ def random_transform(pixels: np.ndarray, policy: AugmentationPolicy,
 class AugmentCopies(beam.DoFn):
     """K offline-augmented copies of a training example, deterministic from (seed, key, copy index)."""
 
-    def __init__(self, copies: int, seed: int, policy: schema.AugmentationPolicy,
-                 image_options: images.ImageOptions):
+    def __init__(self, copies: int, seed: int, policy: schema.AugmentationPolicy, image_options: images.ImageOptions):
         self._copies, self._seed, self._policy, self._image_options = copies, seed, policy, image_options
 
     def process(self, pointer: Pointer) -> Iterable[Example]:
@@ -117,8 +118,9 @@ class AugmentCopies(beam.DoFn):
         feature = example_proto.Example.FromString(record).features.feature
         coarse = feature[schema.COARSE_LABEL].int64_list.value if schema.COARSE_LABEL in feature else None
         source = pointer.info
-        pixels = images.decode(feature[schema.IMAGE].bytes_list.value[0],
-                               dataclasses.replace(self._image_options, resize_policy="none")).pixels
+        pixels = images.decode(
+            feature[schema.IMAGE].bytes_list.value[0], dataclasses.replace(self._image_options, resize_policy="none")
+        ).pixels
         for copy in range(self._copies):
             rng = np.random.default_rng([self._seed, int(source.key[:16], 16), copy])
             augmented, params = random_transform(pixels, self._policy, rng)
@@ -126,8 +128,23 @@ class AugmentCopies(beam.DoFn):
             filename = f"{source.filename}#augment{copy}"
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, "augmented").inc()
             yield Example(
-                ExampleInfo(key=key, filename=filename, label=source.label, split=source.split, dedupe_key=key,
-                            num_pixels=source.num_pixels, moments=source.moments, source_key=source.key),
-                schema.serialize_example(images.encode(augmented, self._image_options), filename, key, source.label,
-                                         coarse_label=coarse[0] if coarse else None,
-                                         augment_source_key=source.key, augment_params=params))
+                ExampleInfo(
+                    key=key,
+                    filename=filename,
+                    label=source.label,
+                    split=source.split,
+                    dedupe_key=key,
+                    num_pixels=source.num_pixels,
+                    moments=source.moments,
+                    source_key=source.key,
+                ),
+                schema.serialize_example(
+                    images.encode(augmented, self._image_options),
+                    filename,
+                    key,
+                    source.label,
+                    coarse_label=coarse[0] if coarse else None,
+                    augment_source_key=source.key,
+                    augment_params=params,
+                ),
+            )

@@ -8,11 +8,12 @@ Flags this module does not define are Beam pipeline options (`--runner`,
 FnApiRunner on every core: a process per 2 cores (this one process on a 2-core machine), each
 decoding on 2 threads. Beam's default DirectRunner would first try to download a Prism binary.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import app, flags
 
@@ -25,19 +26,27 @@ _DATASET = flags.DEFINE_enum("dataset", None, options.DATASETS, "What to build."
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to create (local path or gs://).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", _DEFAULT.overwrite, "Replace an existing --output_dir (atomically).")
 _NAME = flags.DEFINE_string("name", _DEFAULT.name, "Dataset name (shard file prefix); default: --dataset.")
-_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", _DEFAULT.shard_size_mb,
-                                    "Target shard size; ignored when --num_shards is set.")
+_SHARD_SIZE_MB = flags.DEFINE_float(
+    "shard_size_mb", _DEFAULT.shard_size_mb, "Target shard size; ignored when --num_shards is set."
+)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", _DEFAULT.num_shards, "Shards per split (0: from --shard_size_mb).")
 _AUGMENTATION = flags.DEFINE_list(
-    "augmentation", list(_DEFAULT.augmentation),
-    "Overrides of the recorded training-time augmentation policy, e.g. rotation=0.05,zoom=0.")
-_AUGMENT_COPIES = flags.DEFINE_integer("augment_copies", _DEFAULT.augment_copies,
-                                       "Offline-augmented copies of each training example.")
+    "augmentation",
+    list(_DEFAULT.augmentation),
+    "Overrides of the recorded training-time augmentation policy, e.g. rotation=0.05,zoom=0.",
+)
+_AUGMENT_COPIES = flags.DEFINE_integer(
+    "augment_copies", _DEFAULT.augment_copies, "Offline-augmented copies of each training example."
+)
 _SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of the offline augmentation.")
 _STALL_TIMEOUT_S = flags.DEFINE_float(
-    "stall_timeout_s", _DEFAULT.stall_timeout_s, "Cancel and fail a job that processes no file and begins no shard "
+    "stall_timeout_s",
+    _DEFAULT.stall_timeout_s,
+    "Cancel and fail a job that processes no file and begins no shard "
     "for this long (0: never), such as one whose workers died or lack Beam; the default allows for Dataflow's worker "
-    "start-up. Runners other than the local ones only.", lower_bound=0)
+    "start-up. Runners other than the local ones only.",
+    lower_bound=0,
+)
 # Raw image folders.
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "catsdogs/imagefolder: raw image folder (local path or gs://).")
 _LAYOUT = flags.DEFINE_enum("layout", _DEFAULT.layout, options.LAYOUTS, "Input folder layout.")
@@ -45,21 +54,36 @@ _CLASS_NAMES = flags.DEFINE_list("class_names", None, "imagefolder: class folder
 _SPLIT = flags.DEFINE_string("split", _DEFAULT.split, "Hash-assigned splits (name:percent) for inputs that have none.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", _IMAGE.image_size, "Target size in pixels; see --resize_policy.")
 _RESIZE_POLICY = flags.DEFINE_enum(
-    "resize_policy", _IMAGE.resize_policy, images.RESIZE_POLICIES,
-    "shorter_side: shorter side to --image_size, aspect kept, never upscaled; exact: squash to a square; none.")
-_IMAGE_FORMAT = flags.DEFINE_enum("image_format", _IMAGE.image_format, images.IMAGE_FORMATS,
-                                  "Stored encoding (png is lossless).")
+    "resize_policy",
+    _IMAGE.resize_policy,
+    images.RESIZE_POLICIES,
+    "shorter_side: shorter side to --image_size, aspect kept, never upscaled; exact: squash to a square; none.",
+)
+_IMAGE_FORMAT = flags.DEFINE_enum(
+    "image_format", _IMAGE.image_format, images.IMAGE_FORMATS, "Stored encoding (png is lossless)."
+)
 _JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", _IMAGE.jpeg_quality, "JPEG quality of the stored images.")
-_MAX_PIXELS = flags.DEFINE_integer("max_pixels", _IMAGE.max_pixels,
-                                   "Reject images with more pixels (read from the header).")
+_MAX_PIXELS = flags.DEFINE_integer(
+    "max_pixels", _IMAGE.max_pixels, "Reject images with more pixels (read from the header)."
+)
 _DECODE_THREADS = flags.DEFINE_integer(
-    "decode_threads", _DEFAULT.decode_threads, "Files each Beam worker decodes at once; 0: this machine's cores "
-    "shared among the local worker processes, 1 on Dataflow, Flink or Spark.")
+    "decode_threads",
+    _DEFAULT.decode_threads,
+    "Files each Beam worker decodes at once; 0: this machine's cores "
+    "shared among the local worker processes, 1 on Dataflow, Flink or Spark.",
+)
 # Keras datasets.
-_INPUT = flags.DEFINE_string("input", None, "Keras datasets: a local copy (mnist.npz, the Fashion-MNIST folder, "
-                             "cifar-*-python.tar.gz or its folder); default: Keras's cache, downloading if online.")
-_VALIDATION_SIZE = flags.DEFINE_string("validation_size", _DEFAULT.validation_size,
-                                       "Keras datasets: validation carved out of train, a count or a percentage.")
+_INPUT = flags.DEFINE_string(
+    "input",
+    None,
+    "Keras datasets: a local copy (mnist.npz, the Fashion-MNIST folder, "
+    "cifar-*-python.tar.gz or its folder); default: Keras's cache, downloading if online.",
+)
+_VALIDATION_SIZE = flags.DEFINE_string(
+    "validation_size",
+    _DEFAULT.validation_size,
+    "Keras datasets: validation carved out of train, a count or a percentage.",
+)
 
 
 def build_options(argv: Sequence[str]) -> options.BuildOptions:
@@ -69,17 +93,35 @@ def build_options(argv: Sequence[str]) -> options.BuildOptions:
             raise options.UserError(f"--{flag.name} is required")
     try:
         image = images.ImageOptions(
-            image_size=_IMAGE_SIZE.value, resize_policy=_RESIZE_POLICY.value, image_format=_IMAGE_FORMAT.value,
-            jpeg_quality=_JPEG_QUALITY.value, max_pixels=_MAX_PIXELS.value)
+            image_size=_IMAGE_SIZE.value,
+            resize_policy=_RESIZE_POLICY.value,
+            image_format=_IMAGE_FORMAT.value,
+            jpeg_quality=_JPEG_QUALITY.value,
+            max_pixels=_MAX_PIXELS.value,
+        )
     except ValueError as e:
         raise options.UserError(str(e)) from None
     return options.BuildOptions(
-        dataset=_DATASET.value, output_dir=_OUTPUT_DIR.value, overwrite=_OVERWRITE.value, name=_NAME.value,
-        shard_size_mb=_SHARD_SIZE_MB.value, num_shards=_NUM_SHARDS.value, augmentation=tuple(_AUGMENTATION.value),
-        augment_copies=_AUGMENT_COPIES.value, seed=_SEED.value, stall_timeout_s=_STALL_TIMEOUT_S.value,
-        beam_args=tuple(argv[1:]), input_dir=_INPUT_DIR.value, layout=_LAYOUT.value,
-        class_names=tuple(_CLASS_NAMES.value) if _CLASS_NAMES.value else None, split=_SPLIT.value, image=image,
-        decode_threads=_DECODE_THREADS.value, input=_INPUT.value, validation_size=_VALIDATION_SIZE.value)
+        dataset=_DATASET.value,
+        output_dir=_OUTPUT_DIR.value,
+        overwrite=_OVERWRITE.value,
+        name=_NAME.value,
+        shard_size_mb=_SHARD_SIZE_MB.value,
+        num_shards=_NUM_SHARDS.value,
+        augmentation=tuple(_AUGMENTATION.value),
+        augment_copies=_AUGMENT_COPIES.value,
+        seed=_SEED.value,
+        stall_timeout_s=_STALL_TIMEOUT_S.value,
+        beam_args=tuple(argv[1:]),
+        input_dir=_INPUT_DIR.value,
+        layout=_LAYOUT.value,
+        class_names=tuple(_CLASS_NAMES.value) if _CLASS_NAMES.value else None,
+        split=_SPLIT.value,
+        image=image,
+        decode_threads=_DECODE_THREADS.value,
+        input=_INPUT.value,
+        validation_size=_VALIDATION_SIZE.value,
+    )
 
 
 def main(argv: Sequence[str]) -> None:

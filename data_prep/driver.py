@@ -2,6 +2,7 @@
 
 `build(BuildOptions)` is the entry point; `data_prep.build` is its command line.
 """
+
 from __future__ import annotations
 
 import collections
@@ -9,15 +10,29 @@ import dataclasses
 import logging
 import math
 import posixpath
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import apache_beam as beam
 import fsspec
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from data_prep import augmentation, folders, images, keras_formats, keras_pipeline, keras_sources, logs, output
-from data_prep import pipeline, results, runners, schema, splits
+from data_prep import (
+    augmentation,
+    folders,
+    images,
+    keras_formats,
+    keras_pipeline,
+    keras_sources,
+    logs,
+    output,
+    pipeline,
+    results,
+    runners,
+    schema,
+    splits,
+)
 from data_prep.options import FOLDER_DATASETS, BuildOptions, UserError
 
 
@@ -44,8 +59,9 @@ class _Source:
     input_bytes: int | None = None  # Size of the raw input, where known: bounds the space a build needs.
 
 
-def _run(source: _Source, options: BuildOptions, beam_options: PipelineOptions,
-         policy: schema.AugmentationPolicy) -> dict[str, Any]:
+def _run(
+    source: _Source, options: BuildOptions, beam_options: PipelineOptions, policy: schema.AugmentationPolicy
+) -> dict[str, Any]:
     name = options.dataset_name
     try:
         target = output.AtomicOutput(options.output_dir, options.overwrite)
@@ -54,9 +70,17 @@ def _run(source: _Source, options: BuildOptions, beam_options: PipelineOptions,
     work_dir = posixpath.join(target.temp_url, "_work")
     try:
         write_options = pipeline.WriteOptions(
-            output_dir=target.temp_url, work_dir=work_dir, name=name, split_spec=source.split_spec,
-            image_options=source.image_options, shard_size_bytes=int(options.shard_size_mb * 2**20),
-            num_shards=options.num_shards, augment_copies=options.augment_copies, seed=options.seed, policy=policy)
+            output_dir=target.temp_url,
+            work_dir=work_dir,
+            name=name,
+            split_spec=source.split_spec,
+            image_options=source.image_options,
+            shard_size_bytes=int(options.shard_size_mb * 2**20),
+            num_shards=options.num_shards,
+            augment_copies=options.augment_copies,
+            seed=options.seed,
+            policy=policy,
+        )
         watcher = runners.JobWatcher(work_dir, target.temp_url, source.total)
         watcher.start()
         try:
@@ -74,16 +98,24 @@ def _run(source: _Source, options: BuildOptions, beam_options: PipelineOptions,
         results.complete_empty_shards(outcome, target.temp_url, name)
         image = source.image_options
         metadata = schema.DatasetMetadata(
-            dataset=name, class_names=tuple(source.class_names),
-            image=schema.ImageSpec(format=image.image_format, channels=image.channels,
-                                   resize_policy=image.resize_policy, image_size=image.image_size,
-                                   jpeg_quality=image.jpeg_quality),
-            splits=results.split_infos(outcome), augmentation=policy,
+            dataset=name,
+            class_names=tuple(source.class_names),
+            image=schema.ImageSpec(
+                format=image.image_format,
+                channels=image.channels,
+                resize_policy=image.resize_policy,
+                image_size=image.image_size,
+                jpeg_quality=image.jpeg_quality,
+            ),
+            splits=results.split_infos(outcome),
+            augmentation=policy,
             statistics=schema.Statistics.from_dict(outcome.statistics) if outcome.statistics else None,
             source=source.metadata,
-            build=schema.BuildSettings(augment_copies=options.augment_copies, seed=options.seed,
-                                       max_pixels=image.max_pixels),
-            coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None)
+            build=schema.BuildSettings(
+                augment_copies=options.augment_copies, seed=options.seed, max_pixels=image.max_pixels
+            ),
+            coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None,
+        )
         output.write_metadata(target.temp_url, metadata)
         report["splits"] = metadata.split_sizes
         schema.write_json(posixpath.join(target.temp_url, schema.REPORT_FILE), report)
@@ -98,8 +130,7 @@ def _run(source: _Source, options: BuildOptions, beam_options: PipelineOptions,
     return report
 
 
-def out_of_space_message(error: BaseException, output_dir: str, temp_url: str,
-                         input_bytes: int | None) -> str | None:
+def out_of_space_message(error: BaseException, output_dir: str, temp_url: str, input_bytes: int | None) -> str | None:
     """One line for a full disk: where, and about how much room the build needs; None for any other error.
 
     A build holds its spill files (every stored image) and then the shards (the same bytes again) beside
@@ -113,16 +144,18 @@ def out_of_space_message(error: BaseException, output_dir: str, temp_url: str,
     except OSError:
         written = ""
     bound = f", at most about {_size(2 * input_bytes)} for this input" if input_bytes else ""
-    return (f"no space left on the device holding --output_dir={output_dir}: a build needs room beside it for its "
-            f"spill files and then the shards, about twice the size of the stored images{bound}{written}. Free "
-            "space there or choose another --output_dir; the partial build was removed.")
+    return (
+        f"no space left on the device holding --output_dir={output_dir}: a build needs room beside it for its "
+        f"spill files and then the shards, about twice the size of the stored images{bound}{written}. Free "
+        "space there or choose another --output_dir; the partial build was removed."
+    )
 
 
 def _size(num_bytes: float) -> str:
     """Decimal units, as `df -H` shows them."""
     units = ("bytes", "KB", "MB", "GB", "TB")
     exponent = min(int(math.log10(max(num_bytes, 1)) // 3), len(units) - 1)
-    return f"{num_bytes / 1000 ** exponent:.{1 if exponent else 0}f} {units[exponent]}"
+    return f"{num_bytes / 1000**exponent:.{1 if exponent else 0}f} {units[exponent]}"
 
 
 def build(options: BuildOptions) -> dict[str, Any]:
@@ -142,8 +175,13 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
         listing = folders.list_input(options.input_dir, options.dataset, options.layout, options.class_names)
     except (ValueError, folders.LayoutError) as e:
         raise UserError(str(e)) from None
-    logging.info("%s: %d files, layout %s, classes %s", options.input_dir, len(listing.entries), listing.layout,
-                 list(listing.class_names))
+    logging.info(
+        "%s: %d files, layout %s, classes %s",
+        options.input_dir,
+        len(listing.entries),
+        listing.layout,
+        list(listing.class_names),
+    )
 
     def read(p: beam.Pipeline, work_dir: str):
         manifest = posixpath.join(work_dir, "manifest.jsonl")
@@ -152,10 +190,20 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
         return decoded.examples, [decoded[results.REJECTED], decoded[results.SKIPPED], decoded[results.WARNING]]
 
     return _Source(
-        dataset=options.dataset, total=len(listing.entries), read=read, split_spec=split_spec,
-        image_options=options.image, class_names=listing.class_names, input_bytes=listing.num_bytes,
-        metadata={"kind": options.dataset, "input": options.input_dir, "layout": listing.layout,
-                  "split": "from folders" if listing.layout == "split_folders" else options.split})
+        dataset=options.dataset,
+        total=len(listing.entries),
+        read=read,
+        split_spec=split_spec,
+        image_options=options.image,
+        class_names=listing.class_names,
+        input_bytes=listing.num_bytes,
+        metadata={
+            "kind": options.dataset,
+            "input": options.input_dir,
+            "layout": listing.layout,
+            "split": "from folders" if listing.layout == "split_folders" else options.split,
+        },
+    )
 
 
 def _keras_source(options: BuildOptions, beam_options: PipelineOptions) -> _Source:
@@ -165,7 +213,8 @@ def _keras_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sour
         source = keras_sources.resolve_source(options.dataset, options.input)
         num_train = source.num_examples("train")
         validation = keras_pipeline.carve_validation(
-            options.dataset, num_train, keras_pipeline.parse_validation_size(options.validation_size, num_train))
+            options.dataset, num_train, keras_pipeline.parse_validation_size(options.validation_size, num_train)
+        )
         chunks = keras_sources.plan_chunks(source)
         first_image = next(keras_sources.read_chunk(source, chunks[0]))[1]
     except (ValueError, OSError, keras_formats.MalformedSourceError) as e:
@@ -178,11 +227,20 @@ def _keras_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sour
         return p | "ReadKeras" >> keras_pipeline.ReadKeras(source, image_options, validation, work_dir, chunks), []
 
     return _Source(
-        dataset=options.dataset, total=sum(source.num_examples(split) for split in ("train", "test")), read=read,
-        split_spec=splits.SplitSpec((("train", 100.0),)), image_options=image_options,
-        class_names=source.class_names, coarse_class_names=source.coarse_class_names,
-        metadata={"kind": options.dataset, **source.to_metadata(), "validation_size": len(validation),
-                  "validation_from": "train"})
+        dataset=options.dataset,
+        total=sum(source.num_examples(split) for split in ("train", "test")),
+        read=read,
+        split_spec=splits.SplitSpec((("train", 100.0),)),
+        image_options=image_options,
+        class_names=source.class_names,
+        coarse_class_names=source.coarse_class_names,
+        metadata={
+            "kind": options.dataset,
+            **source.to_metadata(),
+            "validation_size": len(validation),
+            "validation_from": "train",
+        },
+    )
 
 
 def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str, int]) -> dict[str, int]:
@@ -200,9 +258,12 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
     totals = collections.Counter()
     for counter in found:  # One entry per step that increments it; attempted where a runner commits none.
         totals[counter.key.metric.name] += counter.attempted if counter.committed is None else counter.committed
-    expected = {"files_seen": counts["files_seen"], "written": counts["written"] + counts["augmented_copies"],
-                "augmented": counts["augmented_copies"],
-                **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped")}}
+    expected = {
+        "files_seen": counts["files_seen"],
+        "written": counts["written"] + counts["augmented_copies"],
+        "augmented": counts["augmented_copies"],
+        **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped")},
+    }
     got = {name: totals[name] for name in expected}
     if got == expected:
         logging.info("Beam counters agree with the report: %s", ", ".join(f"{k}={v}" for k, v in got.items()))

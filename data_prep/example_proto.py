@@ -6,6 +6,7 @@ messages are declared here with the field numbers of tensorflow/core/example/*.p
 (the subset we write: bytes and int64 features) in a private descriptor pool, so the
 protobuf runtime serializes them exactly as TensorFlow's own classes do (tested).
 """
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -14,8 +15,9 @@ _F = descriptor_pb2.FieldDescriptorProto
 def _message(name, *fields, options=None):
     message = descriptor_pb2.DescriptorProto(name=name, options=options)
     for field_name, number, field_type, type_name, label in fields:
-        message.field.add(name=field_name, number=number, type=field_type, type_name=type_name, label=label,
-                          json_name=field_name)
+        message.field.add(
+            name=field_name, number=number, type=field_type, type_name=type_name, label=label, json_name=field_name
+        )
     return message
 
 
@@ -24,20 +26,28 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     repeated, optional = _F.LABEL_REPEATED, _F.LABEL_OPTIONAL
     proto.message_type.add().CopyFrom(_message("BytesList", ("value", 1, _F.TYPE_BYTES, None, repeated)))
     proto.message_type.add().CopyFrom(_message("Int64List", ("value", 1, _F.TYPE_INT64, None, repeated)))
-    feature = _message("Feature", ("bytes_list", 1, _F.TYPE_MESSAGE, ".tensorflow.BytesList", optional),
-                       ("int64_list", 3, _F.TYPE_MESSAGE, ".tensorflow.Int64List", optional))
+    feature = _message(
+        "Feature",
+        ("bytes_list", 1, _F.TYPE_MESSAGE, ".tensorflow.BytesList", optional),
+        ("int64_list", 3, _F.TYPE_MESSAGE, ".tensorflow.Int64List", optional),
+    )
     feature.oneof_decl.add(name="kind")
     for field in feature.field:
         field.oneof_index = 0
     proto.message_type.add().CopyFrom(feature)
     features = _message("Features", ("feature", 1, _F.TYPE_MESSAGE, ".tensorflow.Features.FeatureEntry", repeated))
-    features.nested_type.add().CopyFrom(_message(
-        "FeatureEntry", ("key", 1, _F.TYPE_STRING, None, optional),
-        ("value", 2, _F.TYPE_MESSAGE, ".tensorflow.Feature", optional),
-        options=descriptor_pb2.MessageOptions(map_entry=True)))
+    features.nested_type.add().CopyFrom(
+        _message(
+            "FeatureEntry",
+            ("key", 1, _F.TYPE_STRING, None, optional),
+            ("value", 2, _F.TYPE_MESSAGE, ".tensorflow.Feature", optional),
+            options=descriptor_pb2.MessageOptions(map_entry=True),
+        )
+    )
     proto.message_type.add().CopyFrom(features)
-    proto.message_type.add().CopyFrom(_message("Example", ("features", 1, _F.TYPE_MESSAGE, ".tensorflow.Features",
-                                                           optional)))
+    proto.message_type.add().CopyFrom(
+        _message("Example", ("features", 1, _F.TYPE_MESSAGE, ".tensorflow.Features", optional))
+    )
     pool = descriptor_pool.DescriptorPool()  # Private: TensorFlow's own tensorflow.Example may be loaded too.
     pool.Add(proto)
     return pool

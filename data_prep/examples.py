@@ -3,6 +3,7 @@
 Sources (raw folders, Keras datasets) produce `Example`s; the write graph spills their
 bytes and passes on `Pointer`s, so no shuffle carries image bytes.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -9,6 +9,7 @@ object storage. Three layouts are recognised (`--layout=auto` picks one):
 
 Every file found ends up in the manifest: with a label, or with the reason it is skipped.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,8 @@ import json
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
-from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import fsspec
@@ -29,8 +30,15 @@ from fsspec.implementations.local import LocalFileSystem
 from data_prep import examples, images, progress, results, schema, stats
 from data_prep.options import LAYOUTS
 
-SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                      "val": "validation", "test": "test", "testing": "test"}
+SPLIT_FOLDER_NAMES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "test": "test",
+    "testing": "test",
+}
 CATSDOGS_CLASSES = ("cat", "dog")  # Labels 0 and 1, as TFDS cats_vs_dogs.
 
 
@@ -90,8 +98,15 @@ def _not_a_file_reason(fs: fsspec.AbstractFileSystem, path: str, kind: str) -> s
         return None
     if stat.S_ISDIR(mode):
         return "skipped: link to a folder (not followed)"
-    what = ("named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
-            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+    what = (
+        "named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "special file"
+    )
     return f"skipped: {what}, not a regular file (not opened)"
 
 
@@ -104,8 +119,11 @@ def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
     """
     prefix = ""
     while True:
-        visible = [p[len(prefix):] for p in relpaths
-                   if p.startswith(prefix) and not images.junk_reason(p[len(prefix):].split("/")[0])]
+        visible = [
+            p[len(prefix) :]
+            for p in relpaths
+            if p.startswith(prefix) and not images.junk_reason(p[len(prefix) :].split("/")[0])
+        ]
         tops = {p.split("/")[0] for p in visible if "/" in p}
         if len(tops) != 1:
             return prefix
@@ -137,7 +155,9 @@ class _ClassMapper:
         else:
             self.class_names = tuple(sorted({n for n in found if self._is_name(n)}))
         if not self.class_names:
-            raise LayoutError("no class folders found: expected <class>/<image> folders (or use --layout/--class_names)")
+            raise LayoutError(
+                "no class folders found: expected <class>/<image> folders (or use --layout/--class_names)"
+            )
 
     @staticmethod
     def _is_name(name: str) -> bool:
@@ -162,8 +182,7 @@ def _is_known_class(name: str, dataset: str, class_names: Sequence[str] | None) 
     return bool(class_names) and name in class_names
 
 
-def list_input(input_dir: str, dataset: str, layout: str = "auto",
-               class_names: Sequence[str] | None = None) -> Listing:
+def list_input(input_dir: str, dataset: str, layout: str = "auto", class_names: Sequence[str] | None = None) -> Listing:
     """Lists the input and labels every file from its layout; raises LayoutError on unusable input.
 
     `auto` reads the folders first; if that labels nothing and the classes are known (catsdogs, or
@@ -175,11 +194,13 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
     fs, root, relpaths, special, num_bytes = _list_files(input_dir)
     usable = [p for p in relpaths if p not in special]
     prefix = _unwrap(usable, functools.partial(_is_known_class, dataset=dataset, class_names=class_names))
-    inner = {p: p[len(prefix):] for p in relpaths}
+    inner = {p: p[len(prefix) :] for p in relpaths}
     parts = {p: inner[p].split("/") if p.startswith(prefix) else None for p in relpaths}
 
     def full(relpath: str) -> str:
-        return fs.unstrip_protocol(posixpath.join(root, relpath)) if "://" in input_dir else posixpath.join(root, relpath)
+        return (
+            fs.unstrip_protocol(posixpath.join(root, relpath)) if "://" in input_dir else posixpath.join(root, relpath)
+        )
 
     def labelled(layout: str) -> Listing:
         return _label(layout, dataset, class_names, relpaths, parts, prefix, full, special)
@@ -192,8 +213,10 @@ def list_input(input_dir: str, dataset: str, layout: str = "auto",
             flat = labelled("flat")
             listing = listing if _unusable(flat) else flat
     if _unusable(listing):
-        raise LayoutError(f"--input_dir={input_dir}: no image is in a usable place for layout {listing.layout!r} "
-                          f"(classes {list(listing.class_names)}); see --layout and --class_names")
+        raise LayoutError(
+            f"--input_dir={input_dir}: no image is in a usable place for layout {listing.layout!r} "
+            f"(classes {list(listing.class_names)}); see --layout and --class_names"
+        )
     return dataclasses.replace(listing, num_bytes=num_bytes)
 
 
@@ -201,9 +224,34 @@ def _unusable(listing: Listing) -> bool:
     return all(e.skip for e in listing.entries)
 
 
-def _label(layout: str, dataset: str, class_names: Sequence[str] | None, relpaths: Sequence[str],
-           parts: dict[str, list[str] | None], prefix: str, full: Callable[[str], str],
-           special: dict[str, str]) -> Listing:
+def _place(layout: str, components: list[str], mapper: _ClassMapper) -> tuple[int | None, str | None, str | None]:
+    """(label, fixed split, skip reason) of a file at `components` inside the data folder, under one layout."""
+    known = list(mapper.class_names)
+    if layout == "flat":
+        label = mapper.label(components[-1].split(".")[0])
+        return label, None, None if label is not None else f"skipped: file name has no class prefix of {known}"
+    if layout == "split_folders":
+        if len(components) < 3 or components[0].lower() not in SPLIT_FOLDER_NAMES:
+            return None, None, "skipped: not inside <split>/<class>/"
+        folder, split = components[1], SPLIT_FOLDER_NAMES[components[0].lower()]
+    elif len(components) < 2:
+        return None, None, "skipped: not inside a class folder"
+    else:
+        folder, split = components[0], None
+    label = mapper.label(folder)
+    return label, split, None if label is not None else f"skipped: folder {folder!r} is not one of the classes {known}"
+
+
+def _label(
+    layout: str,
+    dataset: str,
+    class_names: Sequence[str] | None,
+    relpaths: Sequence[str],
+    parts: dict[str, list[str] | None],
+    prefix: str,
+    full: Callable[[str], str],
+    special: dict[str, str],
+) -> Listing:
     """Every file's label, fixed split or skip reason under one layout."""
     readable = [p for p in relpaths if parts[p] and p not in special]
     if layout == "flat":
@@ -216,29 +264,22 @@ def _label(layout: str, dataset: str, class_names: Sequence[str] | None, relpath
 
     entries = []
     for relpath in relpaths:
-        split, skip, label = None, None, None
-        components = parts[relpath]
         junk = next((r for r in map(images.junk_reason, relpath.split("/")) if r), None)
         if junk or relpath in special:
-            skip = junk or special[relpath]
-        elif components is None:
-            skip = f"skipped: outside the data folder {prefix.rstrip('/')}"
-        elif layout == "flat":
-            if (label := mapper.label(components[-1].split(".")[0])) is None:
-                skip = f"skipped: file name has no class prefix of {list(mapper.class_names)}"
-        elif layout == "split_folders":
-            if len(components) < 3 or components[0].lower() not in SPLIT_FOLDER_NAMES:
-                skip = "skipped: not inside <split>/<class>/"
-            else:
-                split = SPLIT_FOLDER_NAMES[components[0].lower()]
-                if (label := mapper.label(components[1])) is None:
-                    skip = f"skipped: folder {components[1]!r} is not one of the classes {list(mapper.class_names)}"
-        elif len(components) < 2:
-            skip = "skipped: not inside a class folder"
-        elif (label := mapper.label(components[0])) is None:
-            skip = f"skipped: folder {components[0]!r} is not one of the classes {list(mapper.class_names)}"
-        entries.append(ManifestEntry(path=full(relpath), relpath=relpath,
-                                     label=None if skip else label, split=None if skip else split, skip=skip))
+            label, split, skip = None, None, junk or special[relpath]
+        elif parts[relpath] is None:
+            label, split, skip = None, None, f"skipped: outside the data folder {prefix.rstrip('/')}"
+        else:
+            label, split, skip = _place(layout, parts[relpath], mapper)
+        entries.append(
+            ManifestEntry(
+                path=full(relpath),
+                relpath=relpath,
+                label=None if skip else label,
+                split=None if skip else split,
+                skip=skip,
+            )
+        )
     return Listing(layout=layout, class_names=tuple(mapper.class_names), entries=tuple(entries))
 
 
@@ -274,25 +315,36 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
     # pixel-identical re-encodes, and anything else that would be stored identically.
     dedupe_key = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-    return FileResult(example=examples.Example(
-        examples.ExampleInfo(key=key, filename=entry.relpath, label=entry.label, split=entry.split,
-                             dedupe_key=dedupe_key, num_pixels=decoded.image.width * decoded.image.height,
-                             moments=stats.channel_moments(decoded.image)),
-        schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label)),
-        reason="; ".join(warnings) or None)
+    return FileResult(
+        example=examples.Example(
+            examples.ExampleInfo(
+                key=key,
+                filename=entry.relpath,
+                label=entry.label,
+                split=entry.split,
+                dedupe_key=dedupe_key,
+                num_pixels=decoded.image.width * decoded.image.height,
+                moments=stats.channel_moments(decoded.image),
+            ),
+            schema.serialize_example(image=encoded, filename=entry.relpath, key=key, label=entry.label),
+        ),
+        reason="; ".join(warnings) or None,
+    )
 
 
 def _name_warning(relpath: str) -> str | None:
     try:
         relpath.encode("utf-8")
     except UnicodeEncodeError:
-        return (f"file name is not valid UTF-8: {schema.FILENAME} holds its original bytes "
-                f"({relpath.encode('utf-8', 'surrogateescape')!r})")
+        return (
+            f"file name is not valid UTF-8: {schema.FILENAME} holds its original bytes "
+            f"({relpath.encode('utf-8', 'surrogateescape')!r})"
+        )
     return None
 
 
 class ProcessFiles(beam.DoFn):
-    """A batch of manifest lines in; Examples, and rejected/skipped/warning result lines, out. Never raises on bad files.
+    """A batch of manifest lines in; Examples and rejected/skipped/warning result lines out. Never raises on bad files.
 
     The files of a batch are read on `threads` threads: Pillow releases the GIL while it decodes and resizes,
     so one worker process keeps a few cores busy (the local in-process runner has only one process).
@@ -306,8 +358,10 @@ class ProcessFiles(beam.DoFn):
     def setup(self):
         self._progress = progress.Progress(self._work_dir)
         self._pool = futures.ThreadPoolExecutor(self._threads) if self._threads > 1 else None
-        self._counters = {kind: beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, kind)
-                          for kind in ("files_seen", results.REJECTED, results.SKIPPED)}
+        self._counters = {
+            kind: beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, kind)
+            for kind in ("files_seen", results.REJECTED, results.SKIPPED)
+        }
 
     def process(self, lines: list[str]):
         entries = [ManifestEntry(**json.loads(line)) for line in lines]
@@ -315,17 +369,19 @@ class ProcessFiles(beam.DoFn):
             read = self._pool.map(read_file, entries, itertools.repeat(self._options))
         else:
             read = (read_file(entry, self._options) for entry in entries)
-        for entry, result in zip(entries, read):
+        for entry, result in zip(entries, read, strict=True):
             self._progress.add()
             self._counters["files_seen"].inc()
             if result.problem:
                 self._counters[result.problem].inc()
-                yield beam.pvalue.TaggedOutput(result.problem, results.result(
-                    result.problem, path=entry.relpath, reason=result.reason))
+                yield beam.pvalue.TaggedOutput(
+                    result.problem, results.result(result.problem, path=entry.relpath, reason=result.reason)
+                )
                 continue
             if result.reason:
-                yield beam.pvalue.TaggedOutput(results.WARNING, results.result(
-                    results.WARNING, path=entry.relpath, reason=result.reason))
+                yield beam.pvalue.TaggedOutput(
+                    results.WARNING, results.result(results.WARNING, path=entry.relpath, reason=result.reason)
+                )
             yield result.example
 
     def finish_bundle(self):
@@ -375,9 +431,13 @@ class ReadFolder(beam.PTransform):
         self._threads = threads
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Manifest" >> beam.Create([self._manifest_path])
-                | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
-                | "Spread" >> beam.Reshuffle()
-                | "Decode" >> beam.ParDo(ProcessFiles(self._options, self._work_dir, self._threads)).with_outputs(
-                    results.REJECTED, results.SKIPPED, results.WARNING, main="examples"))
+        return (
+            pbegin
+            | "Manifest" >> beam.Create([self._manifest_path])
+            | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
+            | "Spread" >> beam.Reshuffle()
+            | "Decode"
+            >> beam.ParDo(ProcessFiles(self._options, self._work_dir, self._threads)).with_outputs(
+                results.REJECTED, results.SKIPPED, results.WARNING, main="examples"
+            )
+        )

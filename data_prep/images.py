@@ -4,6 +4,7 @@ Every file is fully decoded (a header that parses proves nothing) and its format
 sniffed from the content, never trusted from the extension. Problems become a
 `RejectedImage` with a reason a person can act on, never an exception out of the job.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,12 @@ IMAGE_FORMATS = ("jpeg", "png")
 # Known junk that image folders collect; skipped (not rejected) with this reason.
 # Our --max_pixels check, made from the header before decoding, replaces PIL's fixed limit.
 Image.MAX_IMAGE_PIXELS = None
-JUNK_FILES = {"thumbs.db": "Windows thumbnail cache", "desktop.ini": "Windows folder settings",
-              ".ds_store": "macOS folder metadata", "ehthumbs.db": "Windows thumbnail cache"}
+JUNK_FILES = {
+    "thumbs.db": "Windows thumbnail cache",
+    "desktop.ini": "Windows folder settings",
+    ".ds_store": "macOS folder metadata",
+    "ehthumbs.db": "Windows thumbnail cache",
+}
 
 
 class RejectedImage(Exception):
@@ -123,8 +128,8 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
-def decode(data: bytes, options: ImageOptions) -> DecodedImage:
-    """Sniffs, size-checks (before decoding), decodes, orients, converts and resizes one file."""
+def _open(data: bytes, options: ImageOptions) -> Image.Image:
+    """The image, sniffed from its content and size-checked from its header, not yet decoded."""
     if not data:
         raise RejectedImage("empty file (0 bytes)")
     try:
@@ -135,12 +140,33 @@ def decode(data: bytes, options: ImageOptions) -> DecodedImage:
         raise RejectedImage(f"truncated or corrupt image header: {e}") from None
     width, height = image.size
     if width * height > options.max_pixels:
-        raise RejectedImage(f"{width}x{height} = {width * height} pixels exceeds --max_pixels={options.max_pixels} "
-                            "(decompression-bomb guard; raise --max_pixels to accept it)")
+        raise RejectedImage(
+            f"{width}x{height} = {width * height} pixels exceeds --max_pixels={options.max_pixels} "
+            "(decompression-bomb guard; raise --max_pixels to accept it)"
+        )
+    return image
+
+
+def _orient(image: Image.Image) -> str | None:
+    """Applies the EXIF orientation in place (no copy of the common unrotated image); a warning if EXIF is malformed,
+    which must not cost an otherwise good image."""
+    stored_pixels = image.im
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as e:
+        # Pillow turns the pixels before it rewrites the EXIF without the orientation, where malformed tags raise.
+        if image.im is stored_pixels:
+            return f"EXIF orientation unreadable, kept as stored: {e}"
+        return f"EXIF malformed, its orientation applied: {e}"
+    return None
+
+
+def decode(data: bytes, options: ImageOptions) -> DecodedImage:
+    """Sniffs, size-checks (before decoding), decodes, orients, converts and resizes one file."""
+    image = _open(data, options)
     source_format = image.format
-    warning = None
     # From the original size: the draft-reduced size below would round to a pixel more or less on some photos.
-    size = target_size(width, height, options)
+    size = target_size(*image.size, options)
     try:
         if source_format in ("JPEG", "MPO"):
             # DCT-domain downscaling: decodes at 1/2..1/8 size when the target is that much smaller.
@@ -148,15 +174,8 @@ def decode(data: bytes, options: ImageOptions) -> DecodedImage:
         image.load()
     except Exception as e:
         raise RejectedImage(f"truncated or corrupt image data ({source_format}): {e}") from None
-    stored_as, stored_pixels = image.size, image.im
-    try:
-        ImageOps.exif_transpose(image, in_place=True)  # In place: no copy of the common unrotated image.
-    except Exception as e:  # Malformed EXIF must not cost an otherwise good image; the report lists it.
-        # Pillow turns the pixels before it rewrites the EXIF without the orientation, where malformed tags raise.
-        if image.im is stored_pixels:
-            warning = f"EXIF orientation unreadable, kept as stored: {e}"
-        else:
-            warning = f"EXIF malformed, its orientation applied: {e}"
+    stored_as = image.size
+    warning = _orient(image)
     if image.size != stored_as:  # Turned a quarter by its EXIF orientation (target_size commutes with that).
         size = size[::-1]
     image = _to_mode(image, options.channels)

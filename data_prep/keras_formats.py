@@ -6,6 +6,7 @@ devices are refused), sizes are capped before anything is allocated, and every
 array is checked for shape, dtype and label range. Any problem raises
 `MalformedSourceError` naming the file, never a bare numpy or pickle error.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -17,7 +18,8 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from typing import Any, Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import fsspec
 import numpy as np
@@ -41,8 +43,7 @@ _ALLOWED_GLOBALS = {
     ("numpy", "dtype"): np.dtype,
 }
 
-_DECODE_ERRORS = (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile,
-                  tarfile.TarError, struct.error)
+_DECODE_ERRORS = (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile, tarfile.TarError, struct.error)
 
 
 class MalformedSourceError(ValueError):
@@ -51,13 +52,13 @@ class MalformedSourceError(ValueError):
 
 class Examples(NamedTuple):
     """One member of a dataset file, decoded and checked."""
+
     images: np.ndarray  # uint8 [N, H, W, C], possibly a strided view
     labels: np.ndarray  # int64 [N]
     coarse_labels: np.ndarray | None  # int64 [N], CIFAR-100 only
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-
     def find_class(self, module: str, name: str) -> Any:
         try:
             return _ALLOWED_GLOBALS[(module, name)]
@@ -73,7 +74,8 @@ def safe_unpickle(data: bytes, where: str) -> Any:
     except Exception as e:  # Untrusted bytes: any failure of the unpickler means a bad file.
         raise MalformedSourceError(
             f"{where}: not a valid CIFAR pickle ({type(e).__name__}: {e}). The file is corrupt "
-            "or was tampered with; download the official archive again.") from e
+            "or was tampered with; download the official archive again."
+        ) from e
 
 
 def _unsafe_member_reason(info: tarfile.TarInfo) -> str | None:
@@ -102,7 +104,8 @@ def iter_tar_members(path: str, folder: str, names: Iterable[str]) -> Iterator[t
                 if reason:
                     raise MalformedSourceError(
                         f"{path}: refusing archive member {info.name!r} ({reason}); "
-                        "the official archive has none. Download it again.")
+                        "the official archive has none. Download it again."
+                    )
                 name = wanted.get(posixpath.normpath(info.name))
                 if name is None:
                     continue
@@ -111,19 +114,20 @@ def iter_tar_members(path: str, folder: str, names: Iterable[str]) -> Iterator[t
                 if info.size > MAX_MEMBER_BYTES:
                     raise MalformedSourceError(
                         f"{path}: member {info.name!r} declares {info.size} bytes, "
-                        f"more than the {MAX_MEMBER_BYTES} accepted.")
+                        f"more than the {MAX_MEMBER_BYTES} accepted."
+                    )
                 seen.add(name)
                 yield name, tar.extractfile(info).read()
     except MalformedSourceError:
         raise
     except _DECODE_ERRORS as e:
-        raise MalformedSourceError(
-            f"{path}: truncated or not a tar archive ({type(e).__name__}: {e}).") from e
+        raise MalformedSourceError(f"{path}: truncated or not a tar archive ({type(e).__name__}: {e}).") from e
     missing = sorted(set(wanted.values()) - seen)
     if missing:
         raise MalformedSourceError(
             f"{path}: archive lacks {', '.join(posixpath.join(folder, m) for m in missing)}; "
-            "is it the right dataset's archive?")
+            "is it the right dataset's archive?"
+        )
 
 
 def read_file(path: str) -> bytes:
@@ -139,12 +143,12 @@ def _read_npy(archive: zipfile.ZipFile, key: str, path: str) -> np.ndarray:
     try:
         member = archive.open(key + ".npy")
     except KeyError:
-        raise MalformedSourceError(
-            f"{path}: no array {key!r} (it has {sorted(archive.namelist())}).") from None
+        raise MalformedSourceError(f"{path}: no array {key!r} (it has {sorted(archive.namelist())}).") from None
     with member:
         version = np.lib.format.read_magic(member)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)  # 3.0 differs only in text encoding.
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )  # 3.0 differs only in text encoding.
         shape, fortran_order, dtype = read_header(member)
         if dtype.hasobject:
             raise MalformedSourceError(f"{path}: array {key!r} holds Python objects; refused.")
@@ -166,8 +170,7 @@ def read_npz(path: str, split: str, num_classes: int) -> Examples:
     except MalformedSourceError:
         raise
     except _DECODE_ERRORS as e:
-        raise MalformedSourceError(
-            f"{path}: truncated or not an .npz file ({type(e).__name__}: {e}).") from e
+        raise MalformedSourceError(f"{path}: truncated or not an .npz file ({type(e).__name__}: {e}).") from e
     return _grayscale_examples(images, labels, num_classes, f"{path} (x_{split}, y_{split})")
 
 
@@ -181,8 +184,8 @@ def _read_idx(path: str, ndim: int) -> np.ndarray:
             magic, *dims = struct.unpack(f">{1 + ndim}I", header)
             if magic != 0x800 + ndim:
                 raise MalformedSourceError(
-                    f"{path}: IDX magic number {magic:#010x}, expected {0x800 + ndim:#010x}; "
-                    "is this the right file?")
+                    f"{path}: IDX magic number {magic:#010x}, expected {0x800 + ndim:#010x}; is this the right file?"
+                )
             num_bytes = math.prod(dims)
             if num_bytes > MAX_MEMBER_BYTES:
                 raise MalformedSourceError(f"{path}: IDX dimensions {dims} are too large.")
@@ -194,37 +197,34 @@ def _read_idx(path: str, ndim: int) -> np.ndarray:
     except MalformedSourceError:
         raise
     except _DECODE_ERRORS as e:
-        raise MalformedSourceError(
-            f"{path}: truncated or not a gzip file ({type(e).__name__}: {e}).") from e
+        raise MalformedSourceError(f"{path}: truncated or not a gzip file ({type(e).__name__}: {e}).") from e
     return np.frombuffer(data, np.uint8).reshape(dims)
 
 
 def read_idx_pair(images_path: str, labels_path: str, num_classes: int) -> Examples:
     """Reads one split of the original (Fashion-)MNIST IDX files."""
-    return _grayscale_examples(_read_idx(images_path, 3), _read_idx(labels_path, 1), num_classes,
-                               f"{images_path} + {labels_path}")
+    return _grayscale_examples(
+        _read_idx(images_path, 3), _read_idx(labels_path, 1), num_classes, f"{images_path} + {labels_path}"
+    )
 
 
-def _grayscale_examples(images: np.ndarray, labels: np.ndarray, num_classes: int,
-                        where: str) -> Examples:
+def _grayscale_examples(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str) -> Examples:
     if images.dtype != np.uint8 or images.shape[1:] != (MNIST_SIDE, MNIST_SIDE):
         raise MalformedSourceError(
-            f"{where}: images are {images.dtype} {images.shape}, expected uint8 "
-            f"[N, {MNIST_SIDE}, {MNIST_SIDE}].")
-    return Examples(images[..., np.newaxis], check_labels(labels, len(images), num_classes, where),
-                    None)
+            f"{where}: images are {images.dtype} {images.shape}, expected uint8 [N, {MNIST_SIDE}, {MNIST_SIDE}]."
+        )
+    return Examples(images[..., np.newaxis], check_labels(labels, len(images), num_classes, where), None)
 
 
 def check_labels(labels: Any, count: int, num_classes: int, where: str) -> np.ndarray:
     """Labels as int64 [count], each in [0, num_classes)."""
     array = np.asarray(labels)
     if array.dtype.kind not in "iu" or array.shape != (count,):
-        raise MalformedSourceError(
-            f"{where}: labels are {array.dtype} {array.shape}, expected {count} integers.")
+        raise MalformedSourceError(f"{where}: labels are {array.dtype} {array.shape}, expected {count} integers.")
     if count and (array.min() < 0 or array.max() >= num_classes):
         raise MalformedSourceError(
-            f"{where}: labels range over [{array.min()}, {array.max()}], "
-            f"expected [0, {num_classes - 1}].")
+            f"{where}: labels range over [{array.min()}, {array.max()}], expected [0, {num_classes - 1}]."
+        )
     return array.astype(np.int64)
 
 
@@ -234,30 +234,34 @@ def _text_keys(obj: Any, where: str) -> dict[str, Any]:
     return {k.decode("latin-1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
 
 
-def decode_cifar_batch(data: bytes, where: str, num_classes: int,
-                       num_coarse_classes: int | None = None) -> Examples:
+def decode_cifar_batch(data: bytes, where: str, num_classes: int, num_coarse_classes: int | None = None) -> Examples:
     """Decodes a CIFAR batch pickle: `data` rows are 3072 bytes, R then G then B planes."""
     batch = _text_keys(safe_unpickle(data, where), where)
     pixels = batch.get("data")
-    if (not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2
-            or pixels.shape[1] != CIFAR_PIXELS):
+    if (
+        not isinstance(pixels, np.ndarray)
+        or pixels.dtype != np.uint8
+        or pixels.ndim != 2
+        or pixels.shape[1] != CIFAR_PIXELS
+    ):
         shape = getattr(pixels, "shape", None)
         raise MalformedSourceError(
-            f"{where}: 'data' is {type(pixels).__name__} {shape}, expected uint8 [N, {CIFAR_PIXELS}].")
+            f"{where}: 'data' is {type(pixels).__name__} {shape}, expected uint8 [N, {CIFAR_PIXELS}]."
+        )
     # An HWC view, not a copy: readers copy each image they hand out anyway.
     images = pixels.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1)
     count = len(images)
     if num_coarse_classes is None:
         return Examples(images, check_labels(batch.get("labels"), count, num_classes, where), None)
-    return Examples(images,
-                    check_labels(batch.get("fine_labels"), count, num_classes, f"{where} fine"),
-                    check_labels(batch.get("coarse_labels"), count, num_coarse_classes,
-                                 f"{where} coarse"))
+    return Examples(
+        images,
+        check_labels(batch.get("fine_labels"), count, num_classes, f"{where} fine"),
+        check_labels(batch.get("coarse_labels"), count, num_coarse_classes, f"{where} coarse"),
+    )
 
 
 def _names(values: Any, count: int, where: str) -> tuple[str, ...]:
-    if not isinstance(values, list) or len(values) != count or not all(
-            isinstance(v, (bytes, str)) for v in values):
+    if not isinstance(values, list) or len(values) != count or not all(isinstance(v, (bytes, str)) for v in values):
         raise MalformedSourceError(f"{where}: expected a list of {count} names.")
     names = tuple(v.decode("utf-8") if isinstance(v, bytes) else v for v in values)
     if len(set(names)) != count:
@@ -265,9 +269,12 @@ def _names(values: Any, count: int, where: str) -> tuple[str, ...]:
     return names
 
 
-def decode_cifar100_meta(data: bytes, where: str, num_classes: int,
-                         num_coarse_classes: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def decode_cifar100_meta(
+    data: bytes, where: str, num_classes: int, num_coarse_classes: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(fine names, coarse names) from CIFAR-100's `meta` pickle."""
     meta = _text_keys(safe_unpickle(data, where), where)
-    return (_names(meta.get("fine_label_names"), num_classes, f"{where} fine_label_names"),
-            _names(meta.get("coarse_label_names"), num_coarse_classes, f"{where} coarse_label_names"))
+    return (
+        _names(meta.get("fine_label_names"), num_classes, f"{where} fine_label_names"),
+        _names(meta.get("coarse_label_names"), num_coarse_classes, f"{where} coarse_label_names"),
+    )

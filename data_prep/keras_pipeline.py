@@ -5,10 +5,12 @@ about 20 MB); each worker reads its chunks from the source file itself. The offi
 train and test splits are kept; `validation` is carved out of train only, by a hash of
 each example's key, so it never depends on order or parallelism.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import AbstractSet, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 import apache_beam as beam
 
@@ -33,6 +35,7 @@ def parse_validation_size(text: str, num_train: int) -> int:
 
 def carve_validation(dataset: str, num_train: int, count: int) -> frozenset[int]:
     """The official-train indices that become validation: the `count` smallest key hashes."""
+
     def rank(index: int) -> bytes:
         return hashlib.sha256(b"validation:" + example_key(dataset, "train", index).encode()).digest()
 
@@ -40,8 +43,13 @@ def carve_validation(dataset: str, num_train: int, count: int) -> frozenset[int]
 
 
 class ReadChunk(beam.DoFn):
-    def __init__(self, source: keras_sources.KerasSource, options: images.ImageOptions,
-                 validation: AbstractSet[int], work_dir: str):
+    def __init__(
+        self,
+        source: keras_sources.KerasSource,
+        options: images.ImageOptions,
+        validation: AbstractSet[int],
+        work_dir: str,
+    ):
         self._source, self._options, self._validation, self._work_dir = source, options, validation, work_dir
 
     def setup(self):
@@ -58,11 +66,19 @@ class ReadChunk(beam.DoFn):
             self._progress.add()
             yield examples.Example(
                 # Official examples are never merged as duplicates: their key is their dedupe key.
-                examples.ExampleInfo(key=key, filename=filename, label=label, split=split, dedupe_key=key,
-                                     num_pixels=pixels.shape[0] * pixels.shape[1],
-                                     moments=stats.channel_moments(pixels)),
-                schema.serialize_example(images.encode(pixels, self._options), filename, key, label,
-                                         coarse_label=coarse))
+                examples.ExampleInfo(
+                    key=key,
+                    filename=filename,
+                    label=label,
+                    split=split,
+                    dedupe_key=key,
+                    num_pixels=pixels.shape[0] * pixels.shape[1],
+                    moments=stats.channel_moments(pixels),
+                ),
+                schema.serialize_example(
+                    images.encode(pixels, self._options), filename, key, label, coarse_label=coarse
+                ),
+            )
 
     def finish_bundle(self):
         self._progress.flush()
@@ -71,14 +87,22 @@ class ReadChunk(beam.DoFn):
 class ReadKeras(beam.PTransform):
     """The examples of `chunks` (keras_sources.plan_chunks), spread over workers."""
 
-    def __init__(self, source: keras_sources.KerasSource, options: images.ImageOptions,
-                 validation: AbstractSet[int], work_dir: str, chunks: Sequence[keras_sources.Chunk]):
+    def __init__(
+        self,
+        source: keras_sources.KerasSource,
+        options: images.ImageOptions,
+        validation: AbstractSet[int],
+        work_dir: str,
+        chunks: Sequence[keras_sources.Chunk],
+    ):
         super().__init__()
         self._read = ReadChunk(source, options, validation, work_dir)
         self._chunks = list(chunks)
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Chunks" >> beam.Create(self._chunks)
-                | "Spread" >> beam.Reshuffle()
-                | "ReadChunks" >> beam.ParDo(self._read))
+        return (
+            pbegin
+            | "Chunks" >> beam.Create(self._chunks)
+            | "Spread" >> beam.Reshuffle()
+            | "ReadChunks" >> beam.ParDo(self._read)
+        )

@@ -8,6 +8,7 @@ then gives small picklable descriptors, and workers call `read_chunk`, so no
 array ever travels in the job request. Decoding goes through the safe readers
 of `keras_formats`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,8 @@ import logging
 import os
 import posixpath
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -37,10 +39,19 @@ CIFAR_DIR = "cifar_dir"  # Its extracted folder (cifar-10-batches-py / cifar-100
 
 CLASS_NAMES = {
     "mnist": tuple(str(digit) for digit in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }  # CIFAR-100's names are read from its archive's `meta` pickle.
 
 
@@ -72,45 +83,83 @@ def _fashion_download(fname: str, sha256: str) -> _Download:
 
 _SPECS = {
     "mnist": _Spec(
-        downloads=(_Download("mnist.npz", _KERAS_ORIGIN + "mnist.npz",
-                             "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1", True),),
-        cache_subdir=_CACHE_SUBDIR, cache_names=("mnist.npz",), folder=None,
-        members={"train": ("x_train",), "test": ("x_test",)}, num_classes=10),
+        downloads=(
+            _Download(
+                "mnist.npz",
+                _KERAS_ORIGIN + "mnist.npz",
+                "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+                True,
+            ),
+        ),
+        cache_subdir=_CACHE_SUBDIR,
+        cache_names=("mnist.npz",),
+        folder=None,
+        members={"train": ("x_train",), "test": ("x_test",)},
+        num_classes=10,
+    ),
     "fashion_mnist": _Spec(
         downloads=(
-            _fashion_download("train-labels-idx1-ubyte.gz",
-                              "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-            _fashion_download("train-images-idx3-ubyte.gz",
-                              "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-            _fashion_download("t10k-labels-idx1-ubyte.gz",
-                              "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-            _fashion_download("t10k-images-idx3-ubyte.gz",
-                              "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+            _fashion_download(
+                "train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"
+            ),
+            _fashion_download(
+                "train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"
+            ),
+            _fashion_download(
+                "t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+            ),
+            _fashion_download(
+                "t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"
+            ),
         ),
-        cache_subdir=os.path.join(_CACHE_SUBDIR, "fashion-mnist"), cache_names=("fashion-mnist",),
+        cache_subdir=os.path.join(_CACHE_SUBDIR, "fashion-mnist"),
+        cache_names=("fashion-mnist",),
         folder=None,
         members={"train": ("train-images-idx3-ubyte.gz",), "test": ("t10k-images-idx3-ubyte.gz",)},
-        num_classes=10),
+        num_classes=10,
+    ),
     "cifar10": _Spec(
-        downloads=(_Download("cifar-10-batches-py-target_archive",
-                             _TORONTO_ORIGIN + "cifar-10-python.tar.gz",
-                             "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", True),),
+        downloads=(
+            _Download(
+                "cifar-10-batches-py-target_archive",
+                _TORONTO_ORIGIN + "cifar-10-python.tar.gz",
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                True,
+            ),
+        ),
         cache_subdir=_CACHE_SUBDIR,
-        cache_names=("cifar-10-batches-py-target_archive", "cifar-10-python.tar.gz",
-                     "cifar-10-batches-py.tar.gz", "cifar-10-batches-py-target", "cifar-10-batches-py"),
+        cache_names=(
+            "cifar-10-batches-py-target_archive",
+            "cifar-10-python.tar.gz",
+            "cifar-10-batches-py.tar.gz",
+            "cifar-10-batches-py-target",
+            "cifar-10-batches-py",
+        ),
         folder="cifar-10-batches-py",
         members={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-        num_classes=10),
+        num_classes=10,
+    ),
     "cifar100": _Spec(
-        downloads=(_Download("cifar-100-python-target_archive",
-                             _TORONTO_ORIGIN + "cifar-100-python.tar.gz",
-                             "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7", True),),
+        downloads=(
+            _Download(
+                "cifar-100-python-target_archive",
+                _TORONTO_ORIGIN + "cifar-100-python.tar.gz",
+                "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+                True,
+            ),
+        ),
         cache_subdir=_CACHE_SUBDIR,
-        cache_names=("cifar-100-python-target_archive", "cifar-100-python.tar.gz",
-                     "cifar-100-python-target", "cifar-100-python"),
+        cache_names=(
+            "cifar-100-python-target_archive",
+            "cifar-100-python.tar.gz",
+            "cifar-100-python-target",
+            "cifar-100-python",
+        ),
         folder="cifar-100-python",
         members={"train": ("train",), "test": ("test",)},
-        num_classes=100, num_coarse_classes=20),
+        num_classes=100,
+        num_coarse_classes=20,
+    ),
 }
 DATASETS = tuple(_SPECS)
 _CIFAR100_META = "meta"
@@ -138,6 +187,7 @@ class Member:
 @dataclasses.dataclass(frozen=True)
 class KerasSource:
     """A resolved, checked copy of one dataset; small and picklable, it travels to workers."""
+
     dataset: str
     format: str  # NPZ, IDX_GZ, CIFAR_TAR or CIFAR_DIR.
     path: str  # The file or folder read (local path or fsspec URL).
@@ -157,15 +207,19 @@ class KerasSource:
 
     def to_metadata(self) -> dict[str, Any]:
         """JSON-ready provenance for metadata.json."""
-        return {"dataset": self.dataset, "format": self.format, "path": self.path,
-                "official": self.official,
-                "files": [{"path": f.path, "sha256": f.sha256, "official": f.official}
-                          for f in self.files]}
+        return {
+            "dataset": self.dataset,
+            "format": self.format,
+            "path": self.path,
+            "official": self.official,
+            "files": [{"path": f.path, "sha256": f.sha256, "official": f.official} for f in self.files],
+        }
 
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     """Examples [start, stop) of an official split, all in one member."""
+
     split: str
     member: str
     start: int
@@ -223,17 +277,25 @@ def _download(dataset: str, cache_dir: str) -> str:
     spec = _SPECS[dataset]
     target = os.path.join(cache_dir, spec.cache_subdir)
     try:
-        paths = [get_file(fname=d.fname, origin=d.origin, cache_dir=cache_dir,
-                          cache_subdir=spec.cache_subdir,
-                          file_hash=d.sha256 if d.keras_checks_hash else None)
-                 for d in spec.downloads]
+        paths = [
+            get_file(
+                fname=d.fname,
+                origin=d.origin,
+                cache_dir=cache_dir,
+                cache_subdir=spec.cache_subdir,
+                file_hash=d.sha256 if d.keras_checks_hash else None,
+            )
+            for d in spec.downloads
+        ]
     except Exception as e:  # get_file raises a bare Exception for a failed fetch.
         files = ", ".join(posixpath.basename(d.origin) for d in spec.downloads)
-        origin = (spec.downloads[0].origin if len(spec.downloads) == 1
-                  else posixpath.dirname(spec.downloads[0].origin) + "/")
+        origin = (
+            spec.downloads[0].origin if len(spec.downloads) == 1 else posixpath.dirname(spec.downloads[0].origin) + "/"
+        )
         raise FileNotFoundError(
             f"{dataset}: no copy in the Keras cache and the download failed ({e}). "
-            f"Put {files} (from {origin}) in {target}{os.sep} or pass --input=PATH.") from e
+            f"Put {files} (from {origin}) in {target}{os.sep} or pass --input=PATH."
+        ) from e
     return os.path.dirname(paths[0]) if len(paths) > 1 else paths[0]
 
 
@@ -251,8 +313,8 @@ def _layout(dataset: str, path: str) -> tuple[str, str]:
         missing = [d.fname for d in spec.downloads if not _isfile(_join(path, d.fname))]
         if missing:
             raise FileNotFoundError(
-                f"--input={path}: pass the folder holding the four Fashion-MNIST files; "
-                f"missing {', '.join(missing)}.")
+                f"--input={path}: pass the folder holding the four Fashion-MNIST files; missing {', '.join(missing)}."
+            )
         return IDX_GZ, path
     if _isfile(path):
         return CIFAR_TAR, path
@@ -260,8 +322,8 @@ def _layout(dataset: str, path: str) -> tuple[str, str]:
         if _isfile(_join(folder, spec.members["test"][0])):
             return CIFAR_DIR, folder
     raise FileNotFoundError(
-        f"--input={path}: pass {posixpath.basename(spec.downloads[0].origin)} or its extracted "
-        f"folder {spec.folder}.")
+        f"--input={path}: pass {posixpath.basename(spec.downloads[0].origin)} or its extracted folder {spec.folder}."
+    )
 
 
 def _file_paths(dataset: str, fmt: str, path: str) -> list[tuple[str, str | None]]:
@@ -291,10 +353,16 @@ def _hash_files(dataset: str, fmt: str, path: str) -> tuple[SourceFile, ...]:
         if f.official is False:
             _log.warning(
                 "%s: sha256 %s differs from the official file's %s; using it anyway. If it is a "
-                "broken download, delete it to fetch it again.", f.path, f.sha256, f.official_sha256)
+                "broken download, delete it to fetch it again.",
+                f.path,
+                f.sha256,
+                f.official_sha256,
+            )
     if any(f.official is None for f in files):
-        _log.info("%s: an extracted folder cannot be checked against the official archive's "
-                     "sha256; recording each file's.", path)
+        _log.info(
+            "%s: an extracted folder cannot be checked against the official archive's sha256; recording each file's.",
+            path,
+        )
     return files
 
 
@@ -309,12 +377,15 @@ def _decode(dataset: str, fmt: str, path: str) -> _Decoded:
     spec = _SPECS[dataset]
     names = [m for members in spec.members.values() for m in members]
     if fmt == NPZ:
-        return _Decoded({m: keras_formats.read_npz(path, m[2:], spec.num_classes) for m in names},
-                        CLASS_NAMES[dataset])
+        return _Decoded({m: keras_formats.read_npz(path, m[2:], spec.num_classes) for m in names}, CLASS_NAMES[dataset])
     if fmt == IDX_GZ:
-        return _Decoded({m: keras_formats.read_idx_pair(_join(path, m), _join(path, _labels_file(m)),
-                                                        spec.num_classes) for m in names},
-                        CLASS_NAMES[dataset])
+        return _Decoded(
+            {
+                m: keras_formats.read_idx_pair(_join(path, m), _join(path, _labels_file(m)), spec.num_classes)
+                for m in names
+            },
+            CLASS_NAMES[dataset],
+        )
     wanted = names + [_CIFAR100_META] if spec.num_coarse_classes else names
     if fmt == CIFAR_TAR:
         blobs = keras_formats.iter_tar_members(path, spec.folder, wanted)
@@ -325,10 +396,10 @@ def _decode(dataset: str, fmt: str, path: str) -> _Decoded:
         where = f"{path} ({name})"
         if name == _CIFAR100_META:
             class_names, coarse_names = keras_formats.decode_cifar100_meta(
-                data, where, spec.num_classes, spec.num_coarse_classes)
+                data, where, spec.num_classes, spec.num_coarse_classes
+            )
         else:
-            members[name] = keras_formats.decode_cifar_batch(
-                data, where, spec.num_classes, spec.num_coarse_classes)
+            members[name] = keras_formats.decode_cifar_batch(data, where, spec.num_classes, spec.num_coarse_classes)
     return _Decoded(members, class_names, coarse_names)
 
 
@@ -350,12 +421,10 @@ def resolve_source(dataset: str, input_path: str | None) -> KerasSource:
     """Finds, hashes, decodes and checks one dataset in the driver; clear errors."""
     spec = _spec(dataset)
     if input_path:
-        fmt, path = _layout(dataset, input_path if "://" in input_path
-                            else os.path.expanduser(input_path))
+        fmt, path = _layout(dataset, input_path if "://" in input_path else os.path.expanduser(input_path))
     else:
         cache_dir = keras_cache_dir()
-        fmt, path = (_cached_copy(dataset, cache_dir)
-                     or _layout(dataset, _download(dataset, cache_dir)))
+        fmt, path = _cached_copy(dataset, cache_dir) or _layout(dataset, _download(dataset, cache_dir))
     files = _hash_files(dataset, fmt, path)
     decoded = _load(dataset, fmt, path)
     members = []
@@ -365,17 +434,18 @@ def resolve_source(dataset: str, input_path: str | None) -> KerasSource:
             count = len(decoded.members[name].labels)
             members.append(Member(split, name, offset, count))
             offset += count
-    return KerasSource(dataset, fmt, path, files, tuple(members), decoded.class_names,
-                       decoded.coarse_class_names)
+    return KerasSource(dataset, fmt, path, files, tuple(members), decoded.class_names, decoded.coarse_class_names)
 
 
 def plan_chunks(source: KerasSource, chunk_size: int = 5000) -> list[Chunk]:
     """Descriptors of at most `chunk_size` examples, each within one member."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}: must be at least 1.")
-    return [Chunk(m.split, m.name, start, min(start + chunk_size, m.offset + m.num_examples))
-            for m in source.members
-            for start in range(m.offset, m.offset + m.num_examples, chunk_size)]
+    return [
+        Chunk(m.split, m.name, start, min(start + chunk_size, m.offset + m.num_examples))
+        for m in source.members
+        for start in range(m.offset, m.offset + m.num_examples, chunk_size)
+    ]
 
 
 def read_chunk(source: KerasSource, chunk: Chunk) -> Iterator[tuple[int, np.ndarray, int, int | None]]:
@@ -383,8 +453,7 @@ def read_chunk(source: KerasSource, chunk: Chunk) -> Iterator[tuple[int, np.ndar
 
     Images are copies, so keeping one does not pin the decoded file in memory.
     """
-    member = next((m for m in source.members if m.name == chunk.member and m.split == chunk.split),
-                  None)
+    member = next((m for m in source.members if m.name == chunk.member and m.split == chunk.split), None)
     end = member.offset + member.num_examples if member else -1
     if member is None or not member.offset <= chunk.start <= chunk.stop <= end:
         raise ValueError(f"{chunk} does not belong to {source.path}.")
@@ -392,9 +461,9 @@ def read_chunk(source: KerasSource, chunk: Chunk) -> Iterator[tuple[int, np.ndar
     if len(examples.labels) != member.num_examples:
         raise keras_formats.MalformedSourceError(
             f"{source.path}: {chunk.member} now holds {len(examples.labels)} examples, "
-            f"{member.num_examples} when the pipeline started; the file changed.")
+            f"{member.num_examples} when the pipeline started; the file changed."
+        )
     for index in range(chunk.start, chunk.stop):
         i = index - member.offset
         coarse = examples.coarse_labels
-        yield (index, examples.images[i].copy(), int(examples.labels[i]),
-               None if coarse is None else int(coarse[i]))
+        yield (index, examples.images[i].copy(), int(examples.labels[i]), None if coarse is None else int(coarse[i]))

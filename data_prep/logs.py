@@ -6,6 +6,7 @@ before its logging is initialised, ignoring TF_CPP_MIN_LOG_LEVEL (tensorflow#100
 so `import_tensorflow` captures file descriptor 2 while TensorFlow starts and replays
 every line that is not one of those notices.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,18 +20,22 @@ import sys
 import tempfile
 import types
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from absl import logging as absl_logging
 
 # Start-up notices of TensorFlow's C++ runtime on every CPU-only machine.
-_TENSORFLOW_NOTICES = re.compile("|".join([
-    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
-    r"\] oneDNN custom operations are on\.",
-    r"\] Could not find cuda drivers on your machine, GPU will not be used\.",
-    r"\] This TensorFlow binary is optimized to use available CPU instructions",
-    r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.",
-]))
+_TENSORFLOW_NOTICES = re.compile(
+    "|".join(
+        [
+            r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+            r"\] oneDNN custom operations are on\.",
+            r"\] Could not find cuda drivers on your machine, GPU will not be used\.",
+            r"\] This TensorFlow binary is optimized to use available CPU instructions",
+            r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.",
+        ]
+    )
+)
 # With no NVIDIA driver on the machine, CUDA's initialisation fails as expected; with one, it is a real error.
 _NO_GPU_NOTICE = re.compile(r"\] failed call to cuInit: ")
 _TF_DATA_OPTIONS_WARNING = "To make it possible to preserve tf.data options across serialization boundaries"

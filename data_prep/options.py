@@ -4,6 +4,7 @@
 write graph read them under the same names, so a setting is spelt the same from the
 command line to the worker.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,9 @@ from data_prep import images, keras_sources
 FOLDER_DATASETS = ("catsdogs", "imagefolder")
 DATASETS = FOLDER_DATASETS + keras_sources.DATASETS
 LAYOUTS = ("auto", "class_folders", "split_folders", "flat")
-# A job that processes no file and begins no shard for this long is cancelled: several times Dataflow's worker start-up
-# (a few minutes, more when --setup_file pip-installs TensorFlow), and under the hour after which Dataflow itself fails a
-# job with no worker activity.
+# A job that processes no file and begins no shard for this long is cancelled: several times Dataflow's worker
+# start-up (more when --setup_file pip-installs TensorFlow), and under the hour after which Dataflow itself fails a job
+# with no worker activity.
 STALL_TIMEOUT_S = 1800.0
 
 

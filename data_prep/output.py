@@ -10,6 +10,7 @@ Object storage (gs://) has no rename: there the commit deletes the old dataset's
 marker files first, copies the new files, and writes the markers last, so a reader
 that finds `dataset_info.json` and `metadata.json` finds a complete dataset.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,8 @@ import os
 import posixpath
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -94,19 +96,27 @@ def write_metadata(dataset_dir: str, metadata: schema.DatasetMetadata) -> None:
     """
     tfds = logs.import_tensorflow_datasets()
     with tempfile.TemporaryDirectory() as staging:
-        shard_names = {posixpath.basename(path) for split in metadata.splits
-                       for path in metadata.shard_paths(staging, split)}
+        shard_names = {
+            posixpath.basename(path) for split in metadata.splits for path in metadata.shard_paths(staging, split)
+        }
         for shard in shard_names:
             open(os.path.join(staging, shard), "wb").close()
         tfds.folder_dataset.write_metadata(
-            data_dir=staging, features=schema.tfds_features(metadata),
-            split_infos=[tfds.core.SplitInfo(name=split, shard_lengths=list(info.shard_lengths),
-                                             num_bytes=info.num_bytes) for split, info in metadata.splits.items()],
-            check_data=False, supervised_keys=(schema.IMAGE, schema.LABEL),
-            description=f"Built by data_prep from {metadata.source.get('input', 'a source')}.")
+            data_dir=staging,
+            features=schema.tfds_features(metadata),
+            split_infos=[
+                tfds.core.SplitInfo(name=split, shard_lengths=list(info.shard_lengths), num_bytes=info.num_bytes)
+                for split, info in metadata.splits.items()
+            ],
+            check_data=False,
+            supervised_keys=(schema.IMAGE, schema.LABEL),
+            description=f"Built by data_prep from {metadata.source.get('input', 'a source')}.",
+        )
         for file_name in sorted(set(os.listdir(staging)) - shard_names):
-            with open(os.path.join(staging, file_name), "rb") as src, \
-                    fsspec.open(posixpath.join(dataset_dir, file_name), "wb") as dst:
+            with (
+                open(os.path.join(staging, file_name), "rb") as src,
+                fsspec.open(posixpath.join(dataset_dir, file_name), "wb") as dst,
+            ):
                 dst.write(src.read())
     metadata.write(dataset_dir)
 

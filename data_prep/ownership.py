@@ -7,6 +7,7 @@ lost session), or whose owner file has not been rewritten for ABANDONED_AFTER_S 
 on another host: Dataflow and Cloud Storage outputs are shared). A sibling without an owner
 file (left by an older data_prep) counts from its newest file's modification time.
 """
+
 from __future__ import annotations
 
 import json

@@ -16,13 +16,14 @@ same graph, modelled on TFDS's writer but with memory bounded by one shard:
 With `--augment_copies=K`, each training survivor also yields K augmented copies
 (after dedupe and split assignment, so copies never leave their source's split).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import math
 import posixpath
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 
@@ -54,8 +55,9 @@ def pick_survivor(group: tuple[str, Iterable[Pointer]]):
     for duplicate in (p.info for p in ordered[1:]):
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "duplicates").inc()
         note = {} if duplicate.label == survivor.label else {"note": "labelled differently"}
-        yield beam.pvalue.TaggedOutput(DUPLICATE, result(DUPLICATE, path=duplicate.filename,
-                                                         duplicate_of=survivor.filename, **note))
+        yield beam.pvalue.TaggedOutput(
+            DUPLICATE, result(DUPLICATE, path=duplicate.filename, duplicate_of=survivor.filename, **note)
+        )
     yield ordered[0]
 
 
@@ -95,14 +97,24 @@ class WriteShard(beam.DoFn):
                     num_bytes += len(framed)
                     f.write(framed)
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "written").inc(len(ordered))
-        yield result(SHARD, split=split, index=index, count=count, num_examples=len(ordered), num_bytes=num_bytes,
-                     num_augmented=num_augmented)
+        yield result(
+            SHARD,
+            split=split,
+            index=index,
+            count=count,
+            num_examples=len(ordered),
+            num_bytes=num_bytes,
+            num_augmented=num_augmented,
+        )
 
 
 def _assign_split(pointer: Pointer, split_spec: SplitSpec) -> Pointer:
     info = pointer.info
-    return pointer if info.split else dataclasses.replace(
-        pointer, info=dataclasses.replace(info, split=split_spec.assign(info.key)))
+    return (
+        pointer
+        if info.split
+        else dataclasses.replace(pointer, info=dataclasses.replace(info, split=split_spec.assign(info.key)))
+    )
 
 
 def _shard_key(pointer: Pointer, counts: dict[str, int]):
@@ -144,32 +156,43 @@ class WriteDataset(beam.PTransform):
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
         o = self._options
         pointers = examples | "Spill" >> beam.ParDo(SpillRecords(o.work_dir))
-        deduped = (pointers
-                   | "ByPixels" >> beam.Map(lambda p: (p.info.dedupe_key, p))
-                   | "GroupIdentical" >> beam.GroupByKey()
-                   | "PickSurvivor" >> beam.FlatMap(pick_survivor).with_outputs(DUPLICATE, main="survivors"))
+        deduped = (
+            pointers
+            | "ByPixels" >> beam.Map(lambda p: (p.info.dedupe_key, p))
+            | "GroupIdentical" >> beam.GroupByKey()
+            | "PickSurvivor" >> beam.FlatMap(pick_survivor).with_outputs(DUPLICATE, main="survivors")
+        )
         assigned = deduped.survivors | "AssignSplit" >> beam.Map(_assign_split, o.split_spec)
         train = assigned | "TrainOnly" >> beam.Filter(lambda p: p.info.split == o.train_split)
         if o.augment_copies:
-            copies = (train
-                      | "Augment" >> beam.ParDo(AugmentCopies(o.augment_copies, o.seed, o.policy,
-                                                              o.image_options))
-                      | "SpillCopies" >> beam.ParDo(SpillRecords(o.work_dir)))
+            copies = (
+                train
+                | "Augment" >> beam.ParDo(AugmentCopies(o.augment_copies, o.seed, o.policy, o.image_options))
+                | "SpillCopies" >> beam.ParDo(SpillRecords(o.work_dir))
+            )
             assigned = (assigned, copies) | "WithCopies" >> beam.Flatten()
-        counts = (assigned
-                  | "SizeBySplit" >> beam.Map(lambda p: (p.info.split, (1, p.length)))
-                  | "SumBySplit" >> beam.CombinePerKey(_sum_pairs)
-                  | "NumShards" >> beam.MapTuple(
-                      lambda split, sizes: (split, num_shards(*sizes, o.shard_size_bytes, o.num_shards))))
-        shards = (assigned
-                  | "ShardKey" >> beam.Map(_shard_key, beam.pvalue.AsDict(counts))
-                  | "GroupShards" >> beam.GroupByKey()
-                  | "WriteShards" >> beam.ParDo(WriteShard(o.output_dir, o.name)))
+        counts = (
+            assigned
+            | "SizeBySplit" >> beam.Map(lambda p: (p.info.split, (1, p.length)))
+            | "SumBySplit" >> beam.CombinePerKey(_sum_pairs)
+            | "NumShards"
+            >> beam.MapTuple(lambda split, sizes: (split, num_shards(*sizes, o.shard_size_bytes, o.num_shards)))
+        )
+        shards = (
+            assigned
+            | "ShardKey" >> beam.Map(_shard_key, beam.pvalue.AsDict(counts))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteShard(o.output_dir, o.name))
+        )
         # Per key rather than global: no default-value stage for an empty split, which simply has no statistics.
-        statistics = (train
-                      | "Moments" >> beam.Map(lambda p: (p.info.split, (p.info.num_pixels, p.info.moments)))
-                      | "CombineStats" >> beam.CombinePerKey(stats.ChannelStatsFn())
-                      | "StatsResult" >> beam.MapTuple(lambda split, s: result(STATISTICS, split=split, values=s)))
-        return ((shards, deduped[DUPLICATE], statistics, *self._problems)
-                | "AllResults" >> beam.Flatten()
-                | "WriteResults" >> beam.ParDo(WriteResults(o.work_dir)))
+        statistics = (
+            train
+            | "Moments" >> beam.Map(lambda p: (p.info.split, (p.info.num_pixels, p.info.moments)))
+            | "CombineStats" >> beam.CombinePerKey(stats.ChannelStatsFn())
+            | "StatsResult" >> beam.MapTuple(lambda split, s: result(STATISTICS, split=split, values=s))
+        )
+        return (
+            (shards, deduped[DUPLICATE], statistics, *self._problems)
+            | "AllResults" >> beam.Flatten()
+            | "WriteResults" >> beam.ParDo(WriteResults(o.work_dir))
+        )

@@ -2,8 +2,10 @@
 
 Beam's own metrics reach the driver only when a local run ends; files work on every runner.
 """
+
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import time
 import uuid
@@ -37,10 +39,8 @@ def read_progress(work_dir: str) -> int:
     fs, root = fsspec.core.url_to_fs(posixpath.join(work_dir, "progress"))
     done = 0
     for path in fs.glob(posixpath.join(root, "*.txt")):
-        try:
+        with contextlib.suppress(FileNotFoundError, ValueError):  # Being rewritten right now; next poll sees it.
             done += int(fs.cat_file(path) or 0)
-        except (FileNotFoundError, ValueError):  # Being rewritten right now; next poll sees it.
-            pass
     return done
 
 

@@ -4,13 +4,15 @@ Workers write one JSON line per rejected, skipped, duplicate or warned-about inp
 shard written and per statistics summary (`result`, `WriteResults`); the driver collects
 them (`read_results`) and reconciles the counts (`build_report`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import posixpath
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 import fsspec
@@ -20,7 +22,13 @@ from data_prep.output import write_whole
 
 METRICS_NAMESPACE = "data_prep"  # Beam counters: files_seen, written, augmented, rejected, skipped, duplicates.
 SHARD, REJECTED, SKIPPED, DUPLICATE, WARNING, STATISTICS = (
-    "shard", "rejected", "skipped", "duplicate", "warning", "statistics")
+    "shard",
+    "rejected",
+    "skipped",
+    "duplicate",
+    "warning",
+    "statistics",
+)
 RESULTS_DIR = "results"
 
 
@@ -79,8 +87,12 @@ def read_results(work_dir: str) -> Results:
         with fs.open(path, "r") as f:
             lines.update(f)
     results = Results()
-    lists = {REJECTED: results.rejected, SKIPPED: results.skipped,
-             DUPLICATE: results.duplicates, WARNING: results.warnings}
+    lists = {
+        REJECTED: results.rejected,
+        SKIPPED: results.skipped,
+        DUPLICATE: results.duplicates,
+        WARNING: results.warnings,
+    }
     for line in sorted(lines):
         item = json.loads(line)
         kind = item.pop("kind")
@@ -102,8 +114,13 @@ def complete_empty_shards(results: Results, dataset_dir: str, name: str) -> None
                 path = posixpath.join(dataset_dir, schema.shard_filename(name, split, index, count))
                 with fsspec.open(path, "wb"):
                     pass
-                results.shards[split][index] = {"split": split, "index": index, "count": count,
-                                                "num_examples": 0, "num_bytes": 0}
+                results.shards[split][index] = {
+                    "split": split,
+                    "index": index,
+                    "count": count,
+                    "num_examples": 0,
+                    "num_bytes": 0,
+                }
 
 
 def ordered_splits(splits: Sequence[str]) -> list[str]:
@@ -117,18 +134,29 @@ def split_infos(results: Results) -> dict[str, schema.SplitInfo]:
     for split in ordered_splits(list(results.shards)):
         by_index = results.shards[split]
         lengths = tuple(by_index[i]["num_examples"] for i in range(len(by_index)))
-        infos[split] = schema.SplitInfo(num_examples=sum(lengths), shard_lengths=lengths,
-                                        num_bytes=sum(s["num_bytes"] for s in by_index.values()))
+        infos[split] = schema.SplitInfo(
+            num_examples=sum(lengths), shard_lengths=lengths, num_bytes=sum(s["num_bytes"] for s in by_index.values())
+        )
     return infos
 
 
 def build_report(results: Results, files_seen: int) -> dict[str, Any]:
     """The reconciled account of every input; raises if any input is unaccounted for."""
     augmented = sum(s.get("num_augmented", 0) for by_index in results.shards.values() for s in by_index.values())
-    counts = {"files_seen": files_seen, "written": results.written - augmented, "rejected": len(results.rejected),
-              "duplicates": len(results.duplicates), "skipped": len(results.skipped)}
+    counts = {
+        "files_seen": files_seen,
+        "written": results.written - augmented,
+        "rejected": len(results.rejected),
+        "duplicates": len(results.duplicates),
+        "skipped": len(results.skipped),
+    }
     if counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"] != files_seen:
         raise RuntimeError(f"counts do not reconcile: {counts}; the dataset was not committed")
-    return {"counts": {**counts, "augmented_copies": augmented}, "splits": results.split_sizes(),
-            "rejected": results.rejected, "duplicates": results.duplicates, "skipped": results.skipped,
-            "warnings": results.warnings}
+    return {
+        "counts": {**counts, "augmented_copies": augmented},
+        "splits": results.split_sizes(),
+        "rejected": results.rejected,
+        "duplicates": results.duplicates,
+        "skipped": results.skipped,
+        "warnings": results.warnings,
+    }

@@ -1,5 +1,6 @@
 """How a build's job runs on a Beam runner: options checked and given the fast local defaults, and the job
 waited for with its progress logged and a bound on how long it may show no work."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,8 @@ import math
 import os
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -121,8 +123,13 @@ class JobWatcher(threading.Thread):
         while not self._stopped.wait(PROGRESS_INTERVAL_S):
             self.done = progress.read_progress(self._work_dir)
             rate = self.done / (time.monotonic() - start)
-            logging.info("progress: %d / %d files (%.0f%%), %.1f files/s", self.done, self.total,
-                         100 * self.done / max(self.total, 1), rate)
+            logging.info(
+                "progress: %d / %d files (%.0f%%), %.1f files/s",
+                self.done,
+                self.total,
+                100 * self.done / max(self.total, 1),
+                rate,
+            )
             work, now = (self.done, progress.count_shard_files(self._output_dir)), time.monotonic()
             self._seen = (now, now if work != self._work else self._seen[1])
             self._work = work
@@ -140,8 +147,9 @@ class JobStalled(UserError):
     """The job did no work for --stall_timeout_s: its workers died, hang, or cannot start."""
 
 
-def wait_for_job(result: beam.runners.runner.PipelineResult, watcher: JobWatcher, runner_name: str,
-                  stall_timeout_s: float) -> None:
+def wait_for_job(
+    result: beam.runners.runner.PipelineResult, watcher: JobWatcher, runner_name: str, stall_timeout_s: float
+) -> None:
     """Waits for the job; cancels it and raises JobStalled once it has shown no work for stall_timeout_s (0: never).
 
     Beam waits forever for an SDK worker that never starts (no Beam in a worker pool's Python) or stops answering
@@ -171,6 +179,7 @@ def wait_for_job(result: beam.runners.runner.PipelineResult, watcher: JobWatcher
                 f"--runner={runner_name}: no file processed and no shard begun for {idle:.0f} s (--stall_timeout_s="
                 f"{stall_timeout_s:g}; {watcher.done} / {watcher.total} files done), job cancelled; check that its "
                 f"workers are alive and that their Python has apache_beam and data_prep installed (a worker pool "
-                f"starts `python` from its PATH)")
+                f"starts `python` from its PATH)"
+            )
     if failures:
         raise failures[0]

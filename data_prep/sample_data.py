@@ -10,11 +10,12 @@ small CNN can learn them. Like the real download it holds an empty file, a trunc
 HTML saved as .jpg, a BMP named .jpg, Thumbs.db in both folders, a byte-identical copy, and
 images in the formats and modes cameras and the web produce.
 """
+
 from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
@@ -41,7 +42,7 @@ def photo_like(rng: np.random.Generator, photo: np.ndarray, width: int, height: 
     scale = rng.uniform(0.5, 1.0)
     crop_h, crop_w = int(h * scale), int(w * scale)
     top, left = rng.integers(0, h - crop_h + 1), rng.integers(0, w - crop_w + 1)
-    image = Image.fromarray(photo[top:top + crop_h, left:left + crop_w]).resize((width, height), Image.BILINEAR)
+    image = Image.fromarray(photo[top : top + crop_h, left : left + crop_w]).resize((width, height), Image.BILINEAR)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     pixels = np.asarray(image).astype(np.float32) * rng.uniform(0.8, 1.2)
@@ -54,8 +55,14 @@ def _jpeg(image: Image.Image, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
-def write_sample_folder(root: str, images_per_class: int = 100, seed: int = 0, min_side: int = 300,
-                        max_side: int = 500, include_broken: bool = True) -> list[str]:
+def write_sample_folder(
+    root: str,
+    images_per_class: int = 100,
+    seed: int = 0,
+    min_side: int = 300,
+    max_side: int = 500,
+    include_broken: bool = True,
+) -> list[str]:
     """Writes `root/Cat/*.jpg` and `root/Dog/*.jpg`; returns the relative paths written."""
     rng = np.random.default_rng(seed)
     sources = {"Cat": _photos(["chelsea"]), "Dog": _photos(["coffee", "astronaut", "rocket"])}
@@ -102,8 +109,9 @@ def write_sample_folder(root: str, images_per_class: int = 100, seed: int = 0, m
 def write_download_replica(root: str, images_per_class: int = 100, seed: int = 0, **kwargs) -> list[str]:
     """Writes `root` as the download unpacks: `root/PetImages/{Cat,Dog}` (write_sample_folder) and the loose
     files beside it; returns the paths written, relative to `root`."""
-    written = [f"PetImages/{p}" for p in write_sample_folder(os.path.join(root, "PetImages"), images_per_class,
-                                                             seed, **kwargs)]
+    written = [
+        f"PetImages/{p}" for p in write_sample_folder(os.path.join(root, "PetImages"), images_per_class, seed, **kwargs)
+    ]
     for name, data in DOWNLOAD_LOOSE_FILES.items():
         with open(os.path.join(root, name), "wb") as f:
             f.write(data)

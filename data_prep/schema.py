@@ -7,12 +7,14 @@ cannot drift. It imports neither Beam nor TensorFlow at import time (Beam worker
 the trainer both load it). The records are TFDS-compatible (`tfds.builder_from_directory`
 reads them) and follow TFDS `cats_vs_dogs`: `image` (encoded bytes), `image/filename`, `label`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import posixpath
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
@@ -231,13 +233,17 @@ class DatasetMetadata:
         path = posixpath.join(data_dir, METADATA_FILE)
         fs, fs_path = fsspec.core.url_to_fs(path)
         if not fs.exists(fs_path):
-            raise FileNotFoundError(f"{path} not found: {data_dir} is not a dataset built by data_prep (run "
-                                    "`python -m data_prep.build ... --output_dir=DIR` first).")
+            raise FileNotFoundError(
+                f"{path} not found: {data_dir} is not a dataset built by data_prep (run "
+                "`python -m data_prep.build ... --output_dir=DIR` first)."
+            )
         with fs.open(fs_path, "r") as f:
             values = json.load(f)
         if values.get("schema_version") != SCHEMA_VERSION:
-            raise MetadataError(f"{path}: schema_version {values.get('schema_version')!r}, this code reads "
-                                f"{SCHEMA_VERSION}; {REBUILD} from this version.")
+            raise MetadataError(
+                f"{path}: schema_version {values.get('schema_version')!r}, this code reads "
+                f"{SCHEMA_VERSION}; {REBUILD} from this version."
+            )
         try:
             return cls.from_dict(values)
         except ValueError as e:
@@ -271,10 +277,15 @@ def tfds_features(metadata: DatasetMetadata):
     return tfds.features.FeaturesDict(features)
 
 
-def serialize_example(image: bytes, filename: str, key: str, label: int,
-                      coarse_label: int | None = None,
-                      augment_source_key: str = "",
-                      augment_params: Mapping[str, Any] | None = None) -> bytes:
+def serialize_example(
+    image: bytes,
+    filename: str,
+    key: str,
+    label: int,
+    coarse_label: int | None = None,
+    augment_source_key: str = "",
+    augment_params: Mapping[str, Any] | None = None,
+) -> bytes:
     r"""A `tf.train.Example`, serialized deterministically (byte-identical across runs).
 
     The augment fields are present in every record (empty on originals): TFDS requires
@@ -285,10 +296,13 @@ def serialize_example(image: bytes, filename: str, key: str, label: int,
     """
     example = example_proto.Example()
     feature = example.features.feature
-    for name, value in ((IMAGE, image), (FILENAME, filename.encode("utf-8", "surrogateescape")),
-                        (KEY, key.encode("ascii")), (AUGMENT_SOURCE_KEY, augment_source_key.encode("ascii")),
-                        (AUGMENT_PARAMS, json.dumps(augment_params, sort_keys=True).encode() if augment_params
-                         else b"")):
+    for name, value in (
+        (IMAGE, image),
+        (FILENAME, filename.encode("utf-8", "surrogateescape")),
+        (KEY, key.encode("ascii")),
+        (AUGMENT_SOURCE_KEY, augment_source_key.encode("ascii")),
+        (AUGMENT_PARAMS, json.dumps(augment_params, sort_keys=True).encode() if augment_params else b""),
+    ):
         feature[name].bytes_list.value.append(value)
     feature[LABEL].int64_list.value.append(label)
     if coarse_label is not None:

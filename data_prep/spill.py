@@ -1,9 +1,10 @@
 """Record bytes moved out of the pipeline: one append-only spill file per bundle, read back by offset."""
+
 from __future__ import annotations
 
 import posixpath
 import uuid
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import fsspec

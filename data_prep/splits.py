@@ -1,4 +1,5 @@
 """Hash-assigned splits for inputs that have none: `--split=train:80,validation:10,test:10`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,11 +13,13 @@ class SplitSpec:
     percentages: tuple[tuple[str, float], ...]
 
     @classmethod
-    def parse(cls, text: str) -> "SplitSpec":
+    def parse(cls, text: str) -> SplitSpec:
         try:
             pairs = tuple((name.strip(), float(pct)) for name, pct in (item.split(":") for item in text.split(",")))
         except ValueError:
-            raise ValueError(f"--split={text}: expected name:percent pairs, e.g. train:80,validation:10,test:10") from None
+            raise ValueError(
+                f"--split={text}: expected name:percent pairs, e.g. train:80,validation:10,test:10"
+            ) from None
         names = [n for n, _ in pairs]
         if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
             raise ValueError(f"--split={text}: split names must be distinct identifiers")

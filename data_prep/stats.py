@@ -3,6 +3,7 @@
 The trainer normalizes every split with these train-only numbers, which fixes the
 tutorial bug of fitting a Z-score scaler separately on each split.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam

@@ -1,4 +1,5 @@
 """TFRecord framing, written without TensorFlow (Beam workers never import it)."""
+
 from __future__ import annotations
 
 import struct

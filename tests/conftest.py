@@ -1,4 +1,5 @@
 """Shared fixtures: small generated raw folders and datasets built from them."""
+
 import io
 import os
 import platform
@@ -17,6 +18,8 @@ from data_prep import driver, images, options, sample_data, schema  # noqa: E402
 
 # In-process runner: a test build of a few dozen images is dominated by worker start-up otherwise.
 FAST_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_running_mode=in_memory")
+SMALL_IMAGES = images.ImageOptions(image_size=64)
+NO_AUGMENTATION = schema.AugmentationPolicy()
 
 
 def pytest_report_header(config):
@@ -26,19 +29,40 @@ def pytest_report_header(config):
         with open("/proc/cpuinfo") as f:
             flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     found = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags] or ["none of avx512f/bf16/amx"]
-    return (f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TensorFlow decides by CPU)')}; "
-            f"machine {platform.machine()}; CPU flags: {', '.join(found)}")
+    return (
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TensorFlow decides by CPU)')}; "
+        f"machine {platform.machine()}; CPU flags: {', '.join(found)}"
+    )
 
 
-def build_folder(input_dir, output_dir, dataset="catsdogs", beam_args=FAST_BEAM_ARGS, layout="auto", class_names=None,
-                 split="train:80,validation:10,test:10", image_options=images.ImageOptions(image_size=64), threads=1,
-                 **common):
+def build_folder(
+    input_dir,
+    output_dir,
+    dataset="catsdogs",
+    beam_args=FAST_BEAM_ARGS,
+    layout="auto",
+    class_names=None,
+    split="train:80,validation:10,test:10",
+    image_options=SMALL_IMAGES,
+    threads=1,
+    **common,
+):
     """A data_prep folder build with test-friendly defaults (small images, in-process runner, one decode thread);
     returns its report, whose lists are checked against its counts."""
-    report = driver.build(options.BuildOptions(
-        dataset=dataset, output_dir=str(output_dir), input_dir=str(input_dir), beam_args=tuple(beam_args),
-        layout=layout, class_names=tuple(class_names) if class_names else None, split=split, image=image_options,
-        decode_threads=threads, **common))
+    report = driver.build(
+        options.BuildOptions(
+            dataset=dataset,
+            output_dir=str(output_dir),
+            input_dir=str(input_dir),
+            beam_args=tuple(beam_args),
+            layout=layout,
+            class_names=tuple(class_names) if class_names else None,
+            split=split,
+            image=image_options,
+            decode_threads=threads,
+            **common,
+        )
+    )
     assert_report_lists_match_counts(report)
     return report
 
@@ -66,24 +90,42 @@ def beam_counters_agree_with_reports(caplog):
     assert not [m for m in logged if m.startswith("Beam counters") and "differ" in m]
 
 
-def dataset_metadata(class_names, *, channels=3, image_format="png", splits=None, statistics=None,
-                     policy=schema.AugmentationPolicy(), name="toy"):
+def dataset_metadata(
+    class_names,
+    *,
+    channels=3,
+    image_format="png",
+    splits=None,
+    statistics=None,
+    policy=NO_AUGMENTATION,
+    name="toy",
+):
     """The metadata of a dataset written by a test (or of none at all: what export needs), through the contract."""
     return schema.DatasetMetadata(
-        dataset=name, class_names=tuple(class_names),
-        image=schema.ImageSpec(format=image_format, channels=channels, resize_policy="exact", image_size=0,
-                               jpeg_quality=90),
-        splits=splits or {}, augmentation=policy, statistics=statistics, source={"kind": "test"},
-        build=schema.BuildSettings(augment_copies=0, seed=0, max_pixels=0))
+        dataset=name,
+        class_names=tuple(class_names),
+        image=schema.ImageSpec(
+            format=image_format, channels=channels, resize_policy="exact", image_size=0, jpeg_quality=90
+        ),
+        splits=splits or {},
+        augmentation=policy,
+        statistics=statistics,
+        source={"kind": "test"},
+        build=schema.BuildSettings(augment_copies=0, seed=0, max_pixels=0),
+    )
 
 
 def jpeg_with_malformed_exif(size=(48, 40)):
     """A JPEG of `size` whose EXIF orientation (6: turn a quarter clockwise) Pillow reads and applies, but whose
     Artist tag holds a RATIONAL instead of text, so rewriting the EXIF without the orientation raises in Pillow."""
     entries = [(0x0112, 3, 1, 6), (0x013B, 5, 1, 8 + 2 + 2 * 12 + 4)]  # (tag, type, count, value or offset)
-    tiff = (b"II*\x00" + struct.pack("<IH", 8, len(entries))
-            + b"".join(struct.pack("<HHII", *entry) for entry in entries) + struct.pack("<I", 0)
-            + struct.pack("<II", 1, 2))  # Next IFD: none; then the RATIONAL 1/2 the Artist tag points at.
+    tiff = (
+        b"II*\x00"
+        + struct.pack("<IH", 8, len(entries))
+        + b"".join(struct.pack("<HHII", *entry) for entry in entries)
+        + struct.pack("<I", 0)
+        + struct.pack("<II", 1, 2)
+    )  # Next IFD: none; then the RATIONAL 1/2 the Artist tag points at.
     buffer = io.BytesIO()
     Image.new("RGB", size, (200, 120, 40)).save(buffer, format="JPEG", exif=b"Exif\x00\x00" + tiff)
     return buffer.getvalue()

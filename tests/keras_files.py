@@ -1,4 +1,5 @@
 """Tiny files in the real Keras dataset distribution formats, for tests."""
+
 import gzip
 import io
 import pickle
@@ -14,6 +15,7 @@ CIFAR10_TRAIN_SIZES = (3, 2, 3, 2, 3)
 
 class Py2Pickler(pickle._Pickler):
     """Pickles as Python 2's cPickle wrote the CIFAR batches: every string is a byte string."""
+
     dispatch = pickle._Pickler.dispatch.copy()
 
     def _save_py2_str(self, obj):
@@ -59,23 +61,43 @@ def cifar10_members(rng):
     members, train = [member(folder, kind=tarfile.DIRTYPE)], []
     for i, size in enumerate(CIFAR10_TRAIN_SIZES, start=1):
         images, labels = rng.integers(0, 256, (size, 32, 32, 3), np.uint8), rng.integers(0, 10, size)
-        batch = {"batch_label": f"training batch {i} of 5", "labels": labels.tolist(),
-                 "data": cifar_rows(images), "filenames": [f"img_{j}.png" for j in range(size)]}
+        batch = {
+            "batch_label": f"training batch {i} of 5",
+            "labels": labels.tolist(),
+            "data": cifar_rows(images),
+            "filenames": [f"img_{j}.png" for j in range(size)],
+        }
         members.append(member(f"{folder}/data_batch_{i}", py2_pickle(batch)))
         train.append((images, labels))
     test_images, test_labels = rng.integers(0, 256, (4, 32, 32, 3), np.uint8), np.arange(4) * 3
     members += [
-        member(f"{folder}/test_batch", py2_pickle(
-            {"batch_label": "testing batch 1 of 1", "labels": test_labels.tolist(),
-             "data": cifar_rows(test_images), "filenames": ["t.png"] * 4})),
-        member(f"{folder}/batches.meta", py2_pickle(
-            {"num_cases_per_batch": 10000, "label_names": list(keras_sources.CLASS_NAMES["cifar10"]),
-             "num_vis": 3072})),
+        member(
+            f"{folder}/test_batch",
+            py2_pickle(
+                {
+                    "batch_label": "testing batch 1 of 1",
+                    "labels": test_labels.tolist(),
+                    "data": cifar_rows(test_images),
+                    "filenames": ["t.png"] * 4,
+                }
+            ),
+        ),
+        member(
+            f"{folder}/batches.meta",
+            py2_pickle(
+                {
+                    "num_cases_per_batch": 10000,
+                    "label_names": list(keras_sources.CLASS_NAMES["cifar10"]),
+                    "num_vis": 3072,
+                }
+            ),
+        ),
         member(f"{folder}/readme.html", b"<html></html>"),
     ]
-    expected = {"train": (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
-                          None),
-                "test": (test_images, test_labels, None)}
+    expected = {
+        "train": (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]), None),
+        "test": (test_images, test_labels, None),
+    }
     return members, expected
 
 
@@ -85,12 +107,25 @@ def cifar100_members(rng):
         images = rng.integers(0, 256, (size, 32, 32, 3), np.uint8)
         fine, coarse = rng.integers(0, 100, size), rng.integers(0, 20, size)
         fine[0], coarse[0] = 99, 19
-        members.append(member(f"{folder}/{split}", py2_pickle(
-            {"filenames": ["x.png"] * size, "batch_label": split, "fine_labels": fine.tolist(),
-             "coarse_labels": coarse.tolist(), "data": cifar_rows(images)})))
+        members.append(
+            member(
+                f"{folder}/{split}",
+                py2_pickle(
+                    {
+                        "filenames": ["x.png"] * size,
+                        "batch_label": split,
+                        "fine_labels": fine.tolist(),
+                        "coarse_labels": coarse.tolist(),
+                        "data": cifar_rows(images),
+                    }
+                ),
+            )
+        )
         expected[split] = (images, fine, coarse)
-    meta = {"fine_label_names": [f"fine_{i}" for i in range(100)],
-            "coarse_label_names": [f"coarse_{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"fine_{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse_{i}" for i in range(20)],
+    }
     members.append(member(f"{folder}/meta", py2_pickle(meta)))
     return members, expected
 

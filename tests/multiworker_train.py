@@ -9,6 +9,7 @@ be in place before TensorFlow initializes:
 
 The script writes, per run, the final weights of every replica and the epoch history to `--out`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,13 @@ def make_arrays(num_examples: int, image_shape=IMAGE_SHAPE, num_classes: int = 2
     h, w = image_shape[0] // 2, image_shape[1] // 2
     for c in range(num_classes):
         row, col = divmod(c, 2)
-        images[labels == c, row * h:(row + 1) * h, col * w:(col + 1) * w] += 1.0
+        images[labels == c, row * h : (row + 1) * h, col * w : (col + 1) * w] += 1.0
     return images, labels.astype(np.int64)
 
 
-def make_data(global_batch_size: int, num_train: int = 64, num_eval: int = 33, image_shape=IMAGE_SHAPE,
-              num_classes: int = 2) -> train.Data:
+def make_data(
+    global_batch_size: int, num_train: int = 64, num_eval: int = 33, image_shape=IMAGE_SHAPE, num_classes: int = 2
+) -> train.Data:
     """In-memory input functions with the input pipeline's contract: sharded per pipeline, train
     repeated with full batches, eval one pass of full masked batches. With 2 replicas and batch 8,
     33 eval examples end in a step where one replica gets 1 real example and the other none."""
@@ -59,13 +61,20 @@ def make_data(global_batch_size: int, num_train: int = 64, num_eval: int = 33, i
                 return ds.repeat().batch(batch_size, drop_remainder=True)
             largest = math.ceil(len(arrays[1]) / num_pipelines)  # Pipeline 0's share: the largest.
             num_batches = input_pipeline.eval_batches_per_pipeline(
-                largest, batch_size, input_pipeline.replicas_per_pipeline(context))
+                largest, batch_size, input_pipeline.replicas_per_pipeline(context)
+            )
             return input_pipeline.pad_to_full_batches(ds, batch_size, num_batches)
+
         return fn
 
-    return train.Data(num_classes=num_classes, input_shape=tuple(image_shape),
-                      train_input_fn=input_fn(train_arrays, True), eval_input_fn=input_fn(eval_arrays, False),
-                      train_steps_per_epoch=num_train // global_batch_size, eval_examples=num_eval)
+    return train.Data(
+        num_classes=num_classes,
+        input_shape=tuple(image_shape),
+        train_input_fn=input_fn(train_arrays, True),
+        eval_input_fn=input_fn(eval_arrays, False),
+        train_steps_per_epoch=num_train // global_batch_size,
+        eval_examples=num_eval,
+    )
 
 
 def make_config(model_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -86,8 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", required=True)
     parser.add_argument("--num_cpu_devices", type=int, default=0)
-    parser.add_argument("--run", action="append", default=[],
-                        help="MODEL[:jit][:PRECISION], repeatable; runs one after the other (default: lenet5).")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        help="MODEL[:jit][:PRECISION], repeatable; runs one after the other (default: lenet5).",
+    )
     parser.add_argument("--model_dir", required=True, help="Each run writes to MODEL_DIR/<run>.")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -99,8 +112,12 @@ def main() -> None:
         model_name, *options = run.split(":")
         precision = next((o for o in options if o.startswith("mixed_")), "float32")
         distribution.set_precision(precision)
-        config = make_config(os.path.join(args.model_dir, run.replace(":", "_")), strategy=args.strategy,
-                             mixed_precision=precision, jit_compile="jit" in options)
+        config = make_config(
+            os.path.join(args.model_dir, run.replace(":", "_")),
+            strategy=args.strategy,
+            mixed_precision=precision,
+            jit_compile="jit" in options,
+        )
         config.model.name = model_name
         model, history = train.train_and_evaluate(config, strategy, make_data(config.global_batch_size))
         results[f"{run}/history"] = json.dumps(history)
@@ -110,9 +127,12 @@ def main() -> None:
 
 def replica_weights(strategy: tf.distribute.Strategy, model) -> dict[str, np.ndarray]:
     """'{weight index}/{local replica}' -> value, for every copy this process holds."""
-    return {f"{i}/{r}": np.asarray(value)
-            for i, weight in enumerate(model.weights)
-            for r, value in enumerate(strategy.experimental_local_results(weight.value))}
+    return {
+        f"{i}/{r}": np.asarray(value)
+        for i, weight in enumerate(model.weights)
+        for r, value in enumerate(strategy.experimental_local_results(weight.value))
+    }
+
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
 """A runner that, like Beam's DaskRunner, registers its own pipeline options only when its module is imported."""
+
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 

@@ -1,5 +1,6 @@
 """The shape the code keeps: no import cycle among our modules, and a trainer that knows data_prep only through
 its contract."""
+
 import ast
 import pathlib
 
@@ -51,7 +52,7 @@ def test_no_import_cycle(graph):
         if name in done:
             return
         if name in visiting:
-            cycles.append(visiting[visiting.index(name):] + [name])
+            cycles.append(visiting[visiting.index(name) :] + [name])
             return
         visiting.append(name)
         for imported in sorted(graph[name]):
@@ -65,8 +66,13 @@ def test_no_import_cycle(graph):
 
 
 def test_the_trainer_knows_data_prep_only_through_the_contract(graph):
-    reaching = {(name, imported) for name, targets in graph.items() if name.startswith("trainer")
-                for imported in targets if imported.startswith("data_prep") and imported not in TRAINER_MAY_IMPORT}
+    reaching = {
+        (name, imported)
+        for name, targets in graph.items()
+        if name.startswith("trainer")
+        for imported in targets
+        if imported.startswith("data_prep") and imported not in TRAINER_MAY_IMPORT
+    }
     assert not reaching, f"trainer modules importing data_prep beyond its contract: {sorted(reaching)}"
 
 

@@ -1,4 +1,5 @@
 """End-to-end builds of raw folders: reconciliation, TFDS interop, determinism, splits, atomicity, CLI."""
+
 import errno
 import json
 import logging
@@ -27,8 +28,9 @@ from data_prep import build, driver, folders, images, pipeline, progress, result
 def read_split(dataset_dir, split):
     """(filename -> label) of every record of a split, read through TFDS."""
     builder = tfds.builder_from_directory(str(dataset_dir))
-    return {ex[schema.FILENAME].decode(): int(ex[schema.LABEL])
-            for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+    return {
+        ex[schema.FILENAME].decode(): int(ex[schema.LABEL]) for ex in tfds.as_numpy(builder.as_dataset(split=split))
+    }
 
 
 def listed(report):
@@ -47,8 +49,11 @@ def write_photos(root, relpaths, seed=0, size=(48, 40)):
 def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folder):
     out, report = sample_dataset
     counts = report["counts"]
-    every_file = {os.path.relpath(os.path.join(directory, name), sample_folder.parent)
-                  for directory, _, names in os.walk(sample_folder.parent) for name in names}
+    every_file = {
+        os.path.relpath(os.path.join(directory, name), sample_folder.parent)
+        for directory, _, names in os.walk(sample_folder.parent)
+        for name in names
+    }
     assert counts["files_seen"] == len(every_file)
     assert counts["files_seen"] == counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"]
     assert_report_lists_match_counts(report)
@@ -57,7 +62,9 @@ def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folde
     assert stored | listed(report) == every_file and not stored & listed(report)  # Each file written or listed.
     reasons = {item["path"]: item.get("reason", "") for kind in ("rejected", "skipped") for item in report[kind]}
     # The download's loose files beside PetImages/ (the README's command points at their folder).
-    assert reasons["CDLA-Permissive-2.0.pdf"] == reasons["readme[1].txt"] == "skipped: outside the data folder PetImages"
+    assert (
+        reasons["CDLA-Permissive-2.0.pdf"] == reasons["readme[1].txt"] == "skipped: outside the data folder PetImages"
+    )
     assert "empty file" in reasons["PetImages/Cat/666.jpg"]
     assert "truncated" in reasons["PetImages/Dog/11702.jpg"]
     assert "HTML" in reasons["PetImages/Dog/error_page.jpg"]
@@ -80,8 +87,13 @@ def test_tfds_reads_every_split_with_exact_counts_and_labels(sample_dataset):
             assert label == (0 if "/Cat/" in filename else 1)
         total += count
     assert total == report["counts"]["written"]
-    kept = {"PetImages/Cat/10073.jpg", "PetImages/Cat/cmyk.jpg", "PetImages/Cat/transparent.PNG",
-            "PetImages/Cat/gray scale ünïcode.jpeg", "PetImages/Cat/rotated_exif.jpg"}
+    kept = {
+        "PetImages/Cat/10073.jpg",
+        "PetImages/Cat/cmyk.jpg",
+        "PetImages/Cat/transparent.PNG",
+        "PetImages/Cat/gray scale ünïcode.jpeg",
+        "PetImages/Cat/rotated_exif.jpg",
+    }
     assert kept <= set().union(*(read_split(out, s) for s in report["splits"])), "odd but valid images are kept"
 
 
@@ -103,8 +115,9 @@ def test_statistics_match_numpy_on_the_train_split(tmp_path, sample_folder):
     out = tmp_path / "png"
     build_folder(sample_folder.parent, out, image_options=images.ImageOptions(image_size=32, image_format="png"))
     builder = tfds.builder_from_directory(str(out))
-    pixels = np.concatenate([ex[schema.IMAGE].reshape(-1, 3).astype(np.float64)
-                             for ex in tfds.as_numpy(builder.as_dataset(split="train"))])
+    pixels = np.concatenate(
+        [ex[schema.IMAGE].reshape(-1, 3).astype(np.float64) for ex in tfds.as_numpy(builder.as_dataset(split="train"))]
+    )
     stats = schema.DatasetMetadata.read(str(out)).statistics
     np.testing.assert_allclose(stats.mean, pixels.mean(0), atol=1e-4)
     np.testing.assert_allclose(stats.std, pixels.std(0), atol=1e-4)
@@ -130,8 +143,10 @@ def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder,
 def test_records_are_ordered_by_key_hash_within_shards(sample_dataset):
     out, _ = sample_dataset
     for path in schema.DatasetMetadata.read(str(out)).shard_paths(str(out), "train"):
-        keys = [tf.train.Example.FromString(r.numpy()).features.feature[schema.KEY].bytes_list.value[0].decode()
-                for r in tf.data.TFRecordDataset(path)]
+        keys = [
+            tf.train.Example.FromString(r.numpy()).features.feature[schema.KEY].bytes_list.value[0].decode()
+            for r in tf.data.TFRecordDataset(path)
+        ]
         hashes = [pipeline.shard_hash("train", k) for k in keys]
         assert hashes == sorted(hashes)
 
@@ -162,8 +177,16 @@ def test_split_percentages_are_configurable(tmp_path):
 
 def test_split_folders_are_kept_and_duplicates_never_cross_splits(tmp_path):
     raw = tmp_path / "cats_and_dogs_small"
-    write_photos(raw, ["train/cats/cat.1.png", "train/dogs/dog.1.png", "validation/cats/cat.2.png",
-                       "test/dogs/dog.3.png", "test/cats/cat.4.png"])
+    write_photos(
+        raw,
+        [
+            "train/cats/cat.1.png",
+            "train/dogs/dog.1.png",
+            "validation/cats/cat.2.png",
+            "test/dogs/dog.3.png",
+            "test/cats/cat.4.png",
+        ],
+    )
     shutil.copy(raw / "train/cats/cat.1.png", raw / "test/cats/cat.1 copy.png")
     report = build_folder(raw, tmp_path / "out")
     assert report["splits"] == {"train": 1, "validation": 1, "test": 3}  # The survivor is the first by path.
@@ -182,11 +205,18 @@ def test_warnings_and_duplicates_of_either_label_are_listed_by_an_in_process_bui
     (raw / "Dog/exif.jpg").write_bytes(jpeg_with_malformed_exif())
     (raw / "Dog/empty.jpg").write_bytes(b"")
     report = build_folder(raw, tmp_path / "out", split="train:100")
-    assert report["counts"] == {"files_seen": 8, "written": 5, "rejected": 1, "duplicates": 2, "skipped": 0,
-                                "augmented_copies": 0}
+    assert report["counts"] == {
+        "files_seen": 8,
+        "written": 5,
+        "rejected": 1,
+        "duplicates": 2,
+        "skipped": 0,
+        "augmented_copies": 0,
+    }
     assert sorted(report["duplicates"], key=lambda item: item["path"]) == [  # The survivor is the first by path.
         {"path": "Cat/b.png", "duplicate_of": "Cat/b copy.png"},
-        {"path": "Dog/a copy.png", "duplicate_of": "Cat/a.png", "note": "labelled differently"}]
+        {"path": "Dog/a copy.png", "duplicate_of": "Cat/a.png", "note": "labelled differently"},
+    ]
     warnings = {item["path"]: item["reason"] for item in report["warnings"]}
     assert len(report["warnings"]) == len(warnings) == 2
     assert warnings[latin1].startswith("file name is not valid UTF-8: image/filename holds its original bytes")
@@ -237,7 +267,9 @@ def test_overwrite_replaces_the_whole_dataset(tmp_path, monkeypatch):
     train, test = read_split(out, "train"), read_split(out, "test")
     assert train and test and len(train) + len(test) == 12
     assert sorted(n for n in os.listdir(out) if ".tfrecord-" in n) == [
-        "catsdogs-test.tfrecord-00000-of-00001", "catsdogs-train.tfrecord-00000-of-00001"]
+        "catsdogs-test.tfrecord-00000-of-00001",
+        "catsdogs-train.tfrecord-00000-of-00001",
+    ]
     assert sorted(os.listdir(tmp_path)) == ["out", "raw"], "nothing may be left beside the dataset"
 
 
@@ -254,9 +286,21 @@ def test_kill_9_mid_build_leaves_previous_dataset(tmp_path, sample_folder):
     build_folder(sample_folder.parent, out, split="train:100")
     before = {n: (out / n).read_bytes() for n in os.listdir(out)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "data_prep.build", "--dataset=catsdogs", f"--input_dir={sample_folder.parent}",
-         f"--output_dir={out}", "--overwrite", "--image_size=64", "--runner=FnApiRunner",
-         "--direct_running_mode=in_memory"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "data_prep.build",
+            "--dataset=catsdogs",
+            f"--input_dir={sample_folder.parent}",
+            f"--output_dir={out}",
+            "--overwrite",
+            "--image_size=64",
+            "--runner=FnApiRunner",
+            "--direct_running_mode=in_memory",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     spill = None
     while spill is None and process.poll() is None and time.monotonic() < deadline:
@@ -280,11 +324,15 @@ def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypa
     assert lines[-1].split(" / ")[1].startswith(f"{report['counts']['files_seen']} files")
     counts = report["counts"]
     messages = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith(f"built {tmp_path / 'out'}: files_seen={counts['files_seen']}, written={counts['written']}")
-               for m in messages)
-    assert (f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
-            f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
-            f"skipped={counts['skipped']}") in messages
+    assert any(
+        m.startswith(f"built {tmp_path / 'out'}: files_seen={counts['files_seen']}, written={counts['written']}")
+        for m in messages
+    )
+    assert (
+        f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
+        f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
+        f"skipped={counts['skipped']}"
+    ) in messages
 
 
 @pytest.mark.slow
@@ -318,7 +366,13 @@ def test_counters_that_disagree_with_the_report_are_logged(caplog):
 
     counts = {"files_seen": 5, "written": 3, "augmented_copies": 0, "rejected": 2, "duplicates": 0, "skipped": 0}
     assert driver.check_counters(Result(), counts) == {
-        "files_seen": 5, "written": 4, "augmented": 0, "rejected": 0, "duplicates": 0, "skipped": 0}
+        "files_seen": 5,
+        "written": 4,
+        "augmented": 0,
+        "rejected": 0,
+        "duplicates": 0,
+        "skipped": 0,
+    }
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("Beam counters")] == ["WARNING"]
     caplog.clear()  # The warning was the point: beam_counters_agree_with_reports must not fail this test.
 
@@ -331,19 +385,29 @@ def run_cli(*args):
     return str(exit_info.value.code)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--dataset=catsdogs", "--input_dir={t}/missing", "--output_dir={t}/o"], "does not exist"),
-    (["--dataset=catsdogs", "--input_dir={t}/empty", "--output_dir={t}/o"], "contains no files"),
-    (["--dataset=dogsonly", "--input_dir={t}/in", "--output_dir={t}/o"], "--dataset"),
-    (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/existing"], "already exists; pass --overwrite"),
-    (["--dataset=catsdogs", "--output_dir={t}/o"], "--input_dir is required"),
-    (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--shard_sise_mb=3"], "unknown flag"),
-    (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--augmentation=horizontal_flip=banana"],
-     "--augmentation=horizontal_flip=banana: expected true or false"),
-    (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--augmentation=hflip=1"],
-     "with a name of ['horizontal_flip'"),
-    (["--dataset=cifar10", "--input={t}/in", "--output_dir={t}/o", "--augmentation=rotation=2"], "must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset=catsdogs", "--input_dir={t}/missing", "--output_dir={t}/o"], "does not exist"),
+        (["--dataset=catsdogs", "--input_dir={t}/empty", "--output_dir={t}/o"], "contains no files"),
+        (["--dataset=dogsonly", "--input_dir={t}/in", "--output_dir={t}/o"], "--dataset"),
+        (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/existing"], "already exists; pass --overwrite"),
+        (["--dataset=catsdogs", "--output_dir={t}/o"], "--input_dir is required"),
+        (["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--shard_sise_mb=3"], "unknown flag"),
+        (
+            ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--augmentation=horizontal_flip=banana"],
+            "--augmentation=horizontal_flip=banana: expected true or false",
+        ),
+        (
+            ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--augmentation=hflip=1"],
+            "with a name of ['horizontal_flip'",
+        ),
+        (
+            ["--dataset=cifar10", "--input={t}/in", "--output_dir={t}/o", "--augmentation=rotation=2"],
+            "must be in [0, 1)",
+        ),
+    ],
+)
 def test_cli_errors_are_one_clear_line(tmp_path, args, message):
     write_photos(tmp_path / "in", ["Cat/a.png"])
     (tmp_path / "empty").mkdir()
@@ -364,8 +428,11 @@ def test_offline_augmented_copies_of_folder_images(tmp_path):
     copies = [n for n in train_names if "#augment" in n]
     assert copies and all(n.split("#")[0] in train_names for n in copies)
     builder = tfds.builder_from_directory(str(tmp_path / "out"))
-    params = [json.loads(ex[schema.AUGMENT_PARAMS]) for ex in tfds.as_numpy(builder.as_dataset(split="train"))
-              if ex[schema.AUGMENT_SOURCE_KEY]]
+    params = [
+        json.loads(ex[schema.AUGMENT_PARAMS])
+        for ex in tfds.as_numpy(builder.as_dataset(split="train"))
+        if ex[schema.AUGMENT_SOURCE_KEY]
+    ]
     assert len(params) == len(copies) and all("rotation_degrees" in p for p in params)
 
 
@@ -389,12 +456,31 @@ def test_files_users_really_have_are_listed_and_never_hang_or_crash_the_command(
     (dog / "linked.png").symlink_to(tmp_path / "elsewhere" / "dog.png")
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "data_prep.build", "--dataset=catsdogs", f"--input_dir={raw}", f"--output_dir={out}",
-         "--split=train:100", "--image_size=64", *FAST_BEAM_ARGS], capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "data_prep.build",
+            "--dataset=catsdogs",
+            f"--input_dir={raw}",
+            f"--output_dir={out}",
+            "--split=train:100",
+            "--image_size=64",
+            *FAST_BEAM_ARGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / schema.REPORT_FILE).read_text())
-    assert report["counts"] == {"files_seen": 10, "written": 4, "rejected": 0, "duplicates": 0, "skipped": 6,
-                                "augmented_copies": 0}
+    assert report["counts"] == {
+        "files_seen": 10,
+        "written": 4,
+        "rejected": 0,
+        "duplicates": 0,
+        "skipped": 6,
+        "augmented_copies": 0,
+    }
     assert {item["path"]: item["reason"] for item in report["skipped"]} == {
         "PetImages/Dog/fifo.jpg": "skipped: named pipe (FIFO), not a regular file (not opened)",
         "PetImages/Dog/socket.jpg": "skipped: socket, not a regular file (not opened)",
@@ -407,8 +493,12 @@ def test_files_users_really_have_are_listed_and_never_hang_or_crash_the_command(
     assert "not valid UTF-8" in report["warnings"][0]["reason"]
     builder = tfds.builder_from_directory(str(out))
     stored = {ex[schema.FILENAME]: int(ex[schema.LABEL]) for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
-    assert stored == {b"PetImages/Cat/1.png": 0, b"PetImages/Cat/caf\xe9.png": 0, b"PetImages/Dog/1.png": 1,
-                      b"PetImages/Dog/linked.png": 1}
+    assert stored == {
+        b"PetImages/Cat/1.png": 0,
+        b"PetImages/Cat/caf\xe9.png": 0,
+        b"PetImages/Dog/1.png": 1,
+        b"PetImages/Dog/linked.png": 1,
+    }
 
 
 def test_a_full_disk_is_one_line_naming_the_output_and_the_space_needed(tmp_path, sample_folder, monkeypatch):
@@ -419,12 +509,15 @@ def test_a_full_disk_is_one_line_naming_the_output_and_the_space_needed(tmp_path
     out = tmp_path / "out"
     with pytest.raises(driver.UserError) as error:
         build_folder(sample_folder.parent, out)
-    input_bytes = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(sample_folder.parent)
-                      for n in names)
+    input_bytes = sum(
+        os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(sample_folder.parent) for n in names
+    )
     message = str(error.value)
-    assert message.startswith(f"no space left on the device holding --output_dir={out}: a build needs room beside it "
-                              "for its spill files and then the shards, about twice the size of the stored images, "
-                              f"at most about {driver._size(2 * input_bytes)} for this input")
+    assert message.startswith(
+        f"no space left on the device holding --output_dir={out}: a build needs room beside it "
+        "for its spill files and then the shards, about twice the size of the stored images, "
+        f"at most about {driver._size(2 * input_bytes)} for this input"
+    )
     assert message.endswith("Free space there or choose another --output_dir; the partial build was removed.")
     assert "\n" not in message and os.listdir(tmp_path) == []
 
@@ -438,12 +531,24 @@ def test_a_really_full_disk_ends_the_command_in_one_line(tmp_path, sample_folder
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "data_prep.build", "--dataset=catsdogs", f"--input_dir={sample_folder.parent}",
-             f"--output_dir={disk / 'out'}", "--image_size=64", *FAST_BEAM_ARGS],
-            capture_output=True, text=True, timeout=180)
+            [
+                sys.executable,
+                "-m",
+                "data_prep.build",
+                "--dataset=catsdogs",
+                f"--input_dir={sample_folder.parent}",
+                f"--output_dir={disk / 'out'}",
+                "--image_size=64",
+                *FAST_BEAM_ARGS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert result.returncode == 1
         assert result.stderr.splitlines()[-1].startswith(
-            f"error: no space left on the device holding --output_dir={disk / 'out'}: a build needs room")
+            f"error: no space left on the device holding --output_dir={disk / 'out'}: a build needs room"
+        )
         assert "Traceback" not in result.stderr, result.stderr
         assert os.listdir(disk) == []
     finally:

@@ -1,12 +1,13 @@
 """The config field table: defaults, the one validation of a resolved config, its messages."""
+
 import subprocess
 import sys
 
 import ml_collections
 import pytest
+from multiworker_train import make_config
 
 from configs import default
-from multiworker_train import make_config
 from trainer import config_fields
 from trainer.errors import ConfigError, UserError
 
@@ -21,33 +22,39 @@ def test_configs_default_is_the_tables_defaults():
     assert config.to_dict() == config_fields.default_config().to_dict()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"strategy": "gpu"}, "--strategy='gpu': choose one of"),
-    ({"mixed_precision": "float16"}, "--mixed_precision='float16': choose one of"),
-    ({"normalization": "imagenet"}, "config.normalization='imagenet': choose one of"),
-    ({"best_metric": "accuracy"}, "config.best_metric='accuracy': choose one of"),
-    ({"cache": ""}, "config.cache='': must be non-empty"),
-    ({"image_size": (0, 32)}, r"config.image_size=\(0, 32\): must be two positive integers"),
-    ({"image_size": (32,)}, "must be two positive integers"),
-    ({"global_batch_size": 0}, "--global_batch_size=0: must be > 0"),
-    ({"epochs": -1}, "--epochs=-1: must be >= 0"),
-    ({"seed": -1}, r"--seed=-1: must be in \[0, 2\*\*32\)"),
-    ({"optimizer": "adamm"}, "config.optimizer='adamm': must be a keras.optimizers name"),
-    ({"optimizer": "LossScaleOptimizer"}, "must be a keras.optimizers name"),  # Needs an inner optimizer.
-    ({"checkpoints_to_keep": 0}, "config.checkpoints_to_keep=0: must be > 0"),
-    ({"data_dir": ""}, "--data_dir is required"),
-    ({"early_stopping_patience": 2, "mode": "train", "best_metric": "val_loss"}, "early_stopping_patience watches"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"strategy": "gpu"}, "--strategy='gpu': choose one of"),
+        ({"mixed_precision": "float16"}, "--mixed_precision='float16': choose one of"),
+        ({"normalization": "imagenet"}, "config.normalization='imagenet': choose one of"),
+        ({"best_metric": "accuracy"}, "config.best_metric='accuracy': choose one of"),
+        ({"cache": ""}, "config.cache='': must be non-empty"),
+        ({"image_size": (0, 32)}, r"config.image_size=\(0, 32\): must be two positive integers"),
+        ({"image_size": (32,)}, "must be two positive integers"),
+        ({"global_batch_size": 0}, "--global_batch_size=0: must be > 0"),
+        ({"epochs": -1}, "--epochs=-1: must be >= 0"),
+        ({"seed": -1}, r"--seed=-1: must be in \[0, 2\*\*32\)"),
+        ({"optimizer": "adamm"}, "config.optimizer='adamm': must be a keras.optimizers name"),
+        ({"optimizer": "LossScaleOptimizer"}, "must be a keras.optimizers name"),  # Needs an inner optimizer.
+        ({"checkpoints_to_keep": 0}, "config.checkpoints_to_keep=0: must be > 0"),
+        ({"data_dir": ""}, "--data_dir is required"),
+        ({"early_stopping_patience": 2, "mode": "train", "best_metric": "val_loss"}, "early_stopping_patience watches"),
+    ],
+)
 def test_bad_values_are_named_with_how_to_set_them(overrides, message):
     with pytest.raises(ConfigError, match=message):
         config_fields.validate(make_config("/m", **overrides))
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("epochs", "5", "--epochs='5': must be of type int"),
-    ("jit_compile", 1, "config.jit_compile=1: must be of type bool"),
-    ("learning_rate", "0.1", "--learning_rate='0.1': must be of type float"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("epochs", "5", "--epochs='5': must be of type int"),
+        ("jit_compile", 1, "config.jit_compile=1: must be of type bool"),
+        ("learning_rate", "0.1", "--learning_rate='0.1': must be of type float"),
+    ],
+)
 def test_values_of_another_type_are_refused(name, value, message):
     """ConfigDict keeps a field's type once set; a config built from a plain dict does not."""
     fields = make_config("/m").to_dict()
@@ -57,9 +64,12 @@ def test_values_of_another_type_are_refused(name, value, message):
 
 
 def test_good_values_pass():
-    for overrides in ({"optimizer": "Adam", "cache": "/tmp/cache"}, {"optimizer": "adamw", "learning_rate": 0},
-                      {"image_size": [28, 28], "best_metric": "", "early_stopping_patience": 0},
-                      {"learning_rate": 1, "seed": 2**32 - 1}):
+    for overrides in (
+        {"optimizer": "Adam", "cache": "/tmp/cache"},
+        {"optimizer": "adamw", "learning_rate": 0},
+        {"image_size": [28, 28], "best_metric": "", "early_stopping_patience": 0},
+        {"learning_rate": 1, "seed": 2**32 - 1},
+    ):
         config_fields.validate(make_config("/m", **overrides))
 
 
@@ -93,10 +103,17 @@ def test_config_errors_are_user_errors_and_value_errors():
 def test_validation_leaves_the_devices_uninitialized():
     """The optimizer check must not build an optimizer: its variables would initialize TensorFlow's devices, and
     --num_cpu_devices could no longer split the CPU."""
-    script = ("from multiworker_train import make_config; from trainer import config_fields, distribution; "
-              "config_fields.validate(make_config('/m', optimizer='rmsprop')); distribution.configure_cpu_devices(2); "
-              "import tensorflow as tf; print(len(tf.config.list_logical_devices('CPU')))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            cwd=__import__("os").path.dirname(__file__))
+    script = (
+        "from multiworker_train import make_config; from trainer import config_fields, distribution; "
+        "config_fields.validate(make_config('/m', optimizer='rmsprop')); distribution.configure_cpu_devices(2); "
+        "import tensorflow as tf; print(len(tf.config.list_logical_devices('CPU')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=__import__("os").path.dirname(__file__),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-1] == "2"

@@ -1,4 +1,5 @@
 """Strategy and precision selection; TPU wiring with a mocked resolver (no TPU here); where each worker saves."""
+
 import os
 import types
 
@@ -36,17 +37,25 @@ class _Recorder:
 
         monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
         monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPUStrategy)
-        monkeypatch.setattr(tf.config, "experimental_connect_to_cluster",
-                            lambda resolver: self.calls.append(("connect", resolver.tpu)))
-        monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system",
-                            lambda resolver: self.calls.append(("initialize", resolver.tpu)))
+        monkeypatch.setattr(
+            tf.config, "experimental_connect_to_cluster", lambda resolver: self.calls.append(("connect", resolver.tpu))
+        )
+        monkeypatch.setattr(
+            tf.tpu.experimental,
+            "initialize_tpu_system",
+            lambda resolver: self.calls.append(("initialize", resolver.tpu)),
+        )
 
 
 def test_tpu_wiring_connects_to_remote_tpus_and_initializes(monkeypatch):
     recorder = _Recorder(monkeypatch)
     strategy = distribution.make_strategy("tpu", tpu="grpc://10.0.0.2:8470")
-    assert recorder.calls == [("resolver", "grpc://10.0.0.2:8470"), ("connect", "grpc://10.0.0.2:8470"),
-                              ("initialize", "grpc://10.0.0.2:8470"), ("strategy", "grpc://10.0.0.2:8470")]
+    assert recorder.calls == [
+        ("resolver", "grpc://10.0.0.2:8470"),
+        ("connect", "grpc://10.0.0.2:8470"),
+        ("initialize", "grpc://10.0.0.2:8470"),
+        ("strategy", "grpc://10.0.0.2:8470"),
+    ]
     assert strategy.resolver.tpu == "grpc://10.0.0.2:8470"
 
 
@@ -76,20 +85,29 @@ def test_bad_tf_config_is_explained(monkeypatch):
 
 
 def _fake_gpus(monkeypatch, capabilities):
-    gpus = [tf.config.PhysicalDevice(name=f"/physical_device:GPU:{i}", device_type="GPU")
-            for i in range(len(capabilities))]
+    gpus = [
+        tf.config.PhysicalDevice(name=f"/physical_device:GPU:{i}", device_type="GPU") for i in range(len(capabilities))
+    ]
     real_list = tf.config.list_physical_devices
-    monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: gpus if kind == "GPU" else real_list(kind))
-    details = dict(zip((gpu.name for gpu in gpus), capabilities))
-    monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                        lambda gpu: {"compute_capability": details[gpu.name]})
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else real_list(kind)
+    )
+    details = dict(zip((gpu.name for gpu in gpus), capabilities, strict=True))
+    monkeypatch.setattr(
+        tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": details[gpu.name]}
+    )
 
 
-@pytest.mark.parametrize("capabilities,expected", [
-    ([], "float32"), ([(7, 0)], "mixed_float16"), ([(8, 6), (7, 5)], "mixed_float16"),
-    ([(6, 1)], "float32"), ([(8, 0), (6, 0)], "float32"),
-])
+@pytest.mark.parametrize(
+    "capabilities,expected",
+    [
+        ([], "float32"),
+        ([(7, 0)], "mixed_float16"),
+        ([(8, 6), (7, 5)], "mixed_float16"),
+        ([(6, 1)], "float32"),
+        ([(8, 0), (6, 0)], "float32"),
+    ],
+)
 def test_auto_precision_follows_the_gpus(monkeypatch, capabilities, expected):
     _fake_gpus(monkeypatch, capabilities)
     assert distribution.resolve_precision("auto", "mirrored") == expected
@@ -102,8 +120,9 @@ def test_auto_precision_on_tpu_and_explicit_choices():
 
 
 def _strategy_with_task(task_type, task_id, cluster):
-    resolver = types.SimpleNamespace(task_type=task_type, task_id=task_id,
-                                     cluster_spec=lambda: tf.train.ClusterSpec(cluster))
+    resolver = types.SimpleNamespace(
+        task_type=task_type, task_id=task_id, cluster_spec=lambda: tf.train.ClusterSpec(cluster)
+    )
     return types.SimpleNamespace(cluster_resolver=resolver)
 
 
@@ -118,31 +137,46 @@ def test_chief_is_worker_zero_unless_the_cluster_has_a_chief():
     assert distribution.worker_id(_strategy_with_task("worker", 1, workers)) == 1
 
 
-@pytest.mark.parametrize("task_type, task_id, cluster, temporary", [
-    ("worker", 1, {"worker": ["a:1", "b:2"]}, "tmp_worker1"),
-    ("worker", 0, {"chief": ["c:3"], "worker": ["a:1"]}, "tmp_worker0"),
-])
-def test_a_non_chief_saves_to_its_own_temporary_folder_then_deletes_it(tmp_path, monkeypatch, task_type, task_id,
-                                                                       cluster, temporary):
+@pytest.mark.parametrize(
+    "task_type, task_id, cluster, temporary",
+    [
+        ("worker", 1, {"worker": ["a:1", "b:2"]}, "tmp_worker1"),
+        ("worker", 0, {"chief": ["c:3"], "worker": ["a:1"]}, "tmp_worker0"),
+    ],
+)
+def test_a_non_chief_saves_to_its_own_temporary_folder_then_deletes_it(
+    tmp_path, monkeypatch, task_type, task_id, cluster, temporary
+):
     strategy = _strategy_with_task(task_type, task_id, cluster)
     assert not distribution.is_chief(strategy)
     model_dir = tmp_path / "run"
-    manager = checkpointing.make_manager(tf.train.Checkpoint(step=tf.Variable(7)),
-                                         str(model_dir / checkpointing.CHECKPOINT_SUBDIR), strategy, False, 2)
+    manager = checkpointing.make_manager(
+        tf.train.Checkpoint(step=tf.Variable(7)), str(model_dir / checkpointing.CHECKPOINT_SUBDIR), strategy, False, 2
+    )
     deleted = []  # (folder, the files in it when deleted)
     rmtree = tf.io.gfile.rmtree
 
     def record_and_rmtree(path):
-        deleted.append((path, {os.path.relpath(os.path.join(root, name), path)
-                               for root, _, files in os.walk(path) for name in files}))
+        deleted.append(
+            (
+                path,
+                {os.path.relpath(os.path.join(root, name), path) for root, _, files in os.walk(path) for name in files},
+            )
+        )
         rmtree(path)
 
     monkeypatch.setattr(tf.io.gfile, "rmtree", record_and_rmtree)
     path = checkpointing.save(manager, 7, is_chief=False)
     assert path == str(model_dir / temporary / checkpointing.CHECKPOINT_SUBDIR / "ckpt-7")
-    assert deleted == [(str(model_dir / temporary), {
-        f"{checkpointing.CHECKPOINT_SUBDIR}/{name}"
-        for name in ("checkpoint", "ckpt-7.index", "ckpt-7.data-00000-of-00001")})]
+    assert deleted == [
+        (
+            str(model_dir / temporary),
+            {
+                f"{checkpointing.CHECKPOINT_SUBDIR}/{name}"
+                for name in ("checkpoint", "ckpt-7.index", "ckpt-7.data-00000-of-00001")
+            },
+        )
+    ]
     assert os.listdir(model_dir) == []  # Nothing in model_dir/checkpoints, and the temporary folder gone.
 
 

@@ -1,4 +1,5 @@
 """--mode=eval's report (checked against numpy on the same predictions), on one device and on 2 replicas."""
+
 import json
 import os
 import re
@@ -9,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import build_folder
+from multiworker_train import make_arrays, make_config, make_data
 from PIL import Image
 
 from configs import default
-from conftest import build_folder
 from data_prep import images, sample_data, schema
-from multiworker_train import make_arrays, make_config, make_data
 from trainer import evaluate, export, input_pipeline, models, predict, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,8 +23,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(data_dir, model_dir, **overrides):
     config = default.get_config()
-    config.update({"data_dir": str(data_dir), "model_dir": str(model_dir), "strategy": "off", "image_size": (32, 32),
-                   "global_batch_size": 8, "epochs": 10, "steps_per_loop": 10, **overrides})
+    config.update(
+        {
+            "data_dir": str(data_dir),
+            "model_dir": str(model_dir),
+            "strategy": "off",
+            "image_size": (32, 32),
+            "global_batch_size": 8,
+            "epochs": 10,
+            "steps_per_loop": 10,
+            **overrides,
+        }
+    )
     config.model.name = "lenet5"
     return config
 
@@ -32,11 +43,17 @@ def _config(data_dir, model_dir, **overrides):
 def trained(tmp_path_factory):
     """Generated cat/dog photos split train/test (23 test examples), lenet5 trained 10 epochs, then --mode=eval."""
     root = tmp_path_factory.mktemp("eval")
-    sample_data.write_sample_folder(str(root / "raw" / "PetImages"), images_per_class=22, min_side=40, max_side=64,
-                                    include_broken=False)
+    sample_data.write_sample_folder(
+        str(root / "raw" / "PetImages"), images_per_class=22, min_side=40, max_side=64, include_broken=False
+    )
     data_dir, model_dir = root / "data", root / "run"
-    build_folder(root / "raw", data_dir, dataset="imagefolder", split="train:50,test:50",
-                 image_options=images.ImageOptions(image_size=32, resize_policy="exact"))
+    build_folder(
+        root / "raw",
+        data_dir,
+        dataset="imagefolder",
+        split="train:50,test:50",
+        image_options=images.ImageOptions(image_size=32, resize_policy="exact"),
+    )
     train.run(_config(data_dir, model_dir, mode="train"))
     model, (record,) = train.run(_config(data_dir, model_dir, mode="eval"))
     return data_dir, model_dir, model, record
@@ -45,9 +62,10 @@ def trained(tmp_path_factory):
 def _test_split(data_dir):
     """The test split as the evaluation reads it on one pipeline, in record order."""
     info = input_pipeline.open_dataset(str(data_dir))
-    input_fn = input_pipeline.make_input_fn(info, "test", training=False, image_size=(32, 32), global_batch_size=8,
-                                            normalization="unit")
-    images_, labels, mask = (np.concatenate(part) for part in zip(*input_fn(None).as_numpy_iterator()))
+    input_fn = input_pipeline.make_input_fn(
+        info, "test", training=False, image_size=(32, 32), global_batch_size=8, normalization="unit"
+    )
+    images_, labels, mask = (np.concatenate(part) for part in zip(*input_fn(None).as_numpy_iterator(), strict=True))
     real = mask > 0
     return info, images_[real], labels[real]
 
@@ -69,7 +87,10 @@ def test_report_matches_numpy_on_the_same_predictions(trained):
     with open(model_dir / evaluate.REPORT_SUBDIR / "test.json") as f:
         report = json.load(f)
     assert (report["split"], report["checkpoint"], report["num_examples"]) == (
-        "test", record["checkpoint"], info.split_sizes["test"])
+        "test",
+        record["checkpoint"],
+        info.split_sizes["test"],
+    )
     assert record["checkpoint"] == tf.train.latest_checkpoint(str(model_dir / train.CHECKPOINT_SUBDIR))
     assert report["class_names"] == ["Cat", "Dog"]
     assert report["confusion_matrix"] == confusion.tolist()
@@ -82,7 +103,9 @@ def test_report_matches_numpy_on_the_same_predictions(trained):
         assert report["per_class"][name] == {
             "precision": pytest.approx(true_positives / np.sum(predicted == k)) if np.any(predicted == k) else None,
             "recall": pytest.approx(true_positives / np.sum(labels == k)),
-            "support": int(np.sum(labels == k)), "predicted": int(np.sum(predicted == k))}
+            "support": int(np.sum(labels == k)),
+            "predicted": int(np.sum(predicted == k)),
+        }
     with Image.open(model_dir / evaluate.REPORT_SUBDIR / "test_confusion_matrix.png") as plot:
         assert plot.format == "PNG" and min(plot.size) >= 300
 
@@ -91,13 +114,14 @@ def test_training_exports_the_evaluated_model(trained):
     """The export a training run ends with serves the test records' bytes as the evaluation saw them."""
     data_dir, model_dir, model, _ = trained
     info, images_, _ = _test_split(data_dir)
-    encoded = [schema.parse_examples(tf.constant([record]))[schema.IMAGE][0].numpy()
-               for path in info.shard_paths("test")
-               for record in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    encoded = [
+        schema.parse_examples(tf.constant([record]))[schema.IMAGE][0].numpy()
+        for path in info.shard_paths("test")
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator()
+    ]
     signature = predict.load(str(model_dir / export.EXPORT_SUBDIR / export.SAVED_MODEL_SUBDIR))
     served = signature(**{predict.INPUT: tf.constant(encoded)})[predict.PROBABILITIES].numpy()
-    np.testing.assert_allclose(served, models.class_probabilities(model(images_, training=False)).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(served, models.class_probabilities(model(images_, training=False)).numpy(), atol=1e-6)
 
 
 def test_two_replicas_report_the_same_as_one_device(trained, tmp_path):
@@ -109,17 +133,34 @@ def test_two_replicas_report_the_same_as_one_device(trained, tmp_path):
         one_device = json.load(f)
     assert one_device["num_examples"] == 23
     info = input_pipeline.open_dataset(str(data_dir))
-    input_fn = input_pipeline.make_input_fn(info, "test", training=False, image_size=(32, 32), global_batch_size=22,
-                                            normalization="unit")
+    input_fn = input_pipeline.make_input_fn(
+        info, "test", training=False, image_size=(32, 32), global_batch_size=22, normalization="unit"
+    )
     two_replicas_input = input_fn(tf.distribute.InputContext(num_replicas_in_sync=2))
     assert [int(mask.sum()) for _, _, mask in two_replicas_input.as_numpy_iterator()] == [11, 11, 1, 0]
     copy = tmp_path / "run"
     shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(evaluate.REPORT_SUBDIR))
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.main", "--config=configs/default.py", "--config.model.name=lenet5",
-         "--config.image_size=(32, 32)", f"--data_dir={data_dir}", f"--model_dir={copy}", "--mode=eval",
-         "--strategy=mirrored", "--num_cpu_devices=2", "--global_batch_size=22"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        [
+            sys.executable,
+            "-m",
+            "trainer.main",
+            "--config=configs/default.py",
+            "--config.model.name=lenet5",
+            "--config.image_size=(32, 32)",
+            f"--data_dir={data_dir}",
+            f"--model_dir={copy}",
+            "--mode=eval",
+            "--strategy=mirrored",
+            "--num_cpu_devices=2",
+            "--global_batch_size=22",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(copy / evaluate.REPORT_SUBDIR / "test.json") as f:
         two_replicas = json.load(f)
@@ -149,14 +190,16 @@ def test_three_class_report_and_an_explicit_checkpoint(tmp_path):
 
 def test_report_arithmetic_and_undefined_precision():
     confusion = np.array([[3, 0, 1], [1, 0, 0], [2, 0, 4]])  # Class b is never predicted.
-    report = evaluate.make_report(confusion, loss_sum=5.5, class_names=["a", "b", "c"], split="test",
-                                  checkpoint="ckpt-1")
+    report = evaluate.make_report(
+        confusion, loss_sum=5.5, class_names=["a", "b", "c"], split="test", checkpoint="ckpt-1"
+    )
     assert (report["num_examples"], report["accuracy"], report["loss"]) == (11, 7 / 11, 0.5)
     assert report["per_class"]["a"] == {"precision": 0.5, "recall": 0.75, "support": 4, "predicted": 6}
     assert report["per_class"]["b"] == {"precision": None, "recall": 0.0, "support": 1, "predicted": 0}
     assert json.loads(json.dumps(report)) == report
     assert evaluate.plot_confusion_matrix(np.eye(40, dtype=int), [str(i) for i in range(40)], "many").startswith(
-        b"\x89PNG")
+        b"\x89PNG"
+    )
 
 
 def test_eval_without_a_checkpoint_says_what_to_do(tmp_path):

@@ -1,4 +1,5 @@
 """The serving export (encoded images in, per-class probabilities out) and the prediction CLI."""
+
 import io
 import os
 import subprocess
@@ -27,8 +28,9 @@ def policy():
 
 def _info(class_names, channels=3, statistics=None) -> input_pipeline.DatasetInfo:
     """What export needs of a dataset (classes, channels, statistics), without writing one."""
-    return input_pipeline.DatasetInfo("in-memory", dataset_metadata(class_names, channels=channels,
-                                                                    statistics=statistics))
+    return input_pipeline.DatasetInfo(
+        "in-memory", dataset_metadata(class_names, channels=channels, statistics=statistics)
+    )
 
 
 def _pixels(seed: int, height: int, width: int, channels: int) -> np.ndarray:
@@ -56,29 +58,56 @@ def _decode_jpeg(encoded: bytes, channels: int) -> np.ndarray:
     return tf.io.decode_jpeg(encoded, channels=channels).numpy()
 
 
-@pytest.mark.parametrize("model_name,class_names,channels,normalization,precision", [
-    ("lenet5", ("cat", "dog"), 3, "unit", "float32"),  # One sigmoid unit.
-    ("mnist_cnn", ("zero", "one", "two"), 1, "dataset", "mixed_float16"),  # Softmax, grey, float16 compute.
-])
+@pytest.mark.parametrize(
+    "model_name,class_names,channels,normalization,precision",
+    [
+        ("lenet5", ("cat", "dog"), 3, "unit", "float32"),  # One sigmoid unit.
+        ("mnist_cnn", ("zero", "one", "two"), 1, "dataset", "mixed_float16"),  # Softmax, grey, float16 compute.
+    ],
+)
 def test_serving_signature_matches_the_keras_model_on_encoded_images(
-        tmp_path, policy, model_name, class_names, channels, normalization, precision):
+    tmp_path, policy, model_name, class_names, channels, normalization, precision
+):
     policy(precision)
-    info = _info(class_names, channels, statistics=schema.Statistics(
-        split="train", mean=(120.0,) * channels, std=(60.0,) * channels, min=(0.0,) * channels,
-        max=(255.0,) * channels, num_pixels=1))
+    info = _info(
+        class_names,
+        channels,
+        statistics=schema.Statistics(
+            split="train",
+            mean=(120.0,) * channels,
+            std=(60.0,) * channels,
+            min=(0.0,) * channels,
+            max=(255.0,) * channels,
+            num_pixels=1,
+        ),
+    )
     model = models.build_model(model_name, (SIZE, SIZE, channels), len(class_names))
     saved_model = export.export_model(model, str(tmp_path / "export"), info, (SIZE, SIZE), normalization)
     assert saved_model == str(tmp_path / "export" / export.SAVED_MODEL_SUBDIR)
     stored = tf.train.load_checkpoint(os.path.join(saved_model, "variables", "variables"))
-    assert sum(np.prod(shape) for name, shape in stored.get_variable_to_shape_map().items()
-               if name != "_CHECKPOINTABLE_OBJECT_GRAPH") == model.count_params()  # Each weight once.
+    assert (
+        sum(
+            np.prod(shape)
+            for name, shape in stored.get_variable_to_shape_map().items()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+        )
+        == model.count_params()
+    )  # Each weight once.
 
-    encoded = [_encode(_pixels(0, SIZE, SIZE, channels), "PNG"), _encode(_pixels(1, SIZE, SIZE, channels), "JPEG"),
-               _encode(_pixels(2, 45, 60, channels), "PNG")]  # Resized in the signature.
+    encoded = [
+        _encode(_pixels(0, SIZE, SIZE, channels), "PNG"),
+        _encode(_pixels(1, SIZE, SIZE, channels), "JPEG"),
+        _encode(_pixels(2, 45, 60, channels), "PNG"),
+    ]  # Resized in the signature.
     outputs = {k: v.numpy() for k, v in predict.load(saved_model)(**{predict.INPUT: tf.constant(encoded)}).items()}
 
-    decoded = np.stack([_decode_png(encoded[0], channels), _decode_jpeg(encoded[1], channels),
-                        input_pipeline.decode_resize(encoded[2], channels, SIZE, SIZE).numpy()])
+    decoded = np.stack(
+        [
+            _decode_png(encoded[0], channels),
+            _decode_jpeg(encoded[1], channels),
+            input_pipeline.decode_resize(encoded[2], channels, SIZE, SIZE).numpy(),
+        ]
+    )
     normalized = input_pipeline.make_normalizer(info, normalization)(decoded)
     keras_outputs = np.asarray(model(normalized, training=False), np.float32)
     expected = np.concatenate([1.0 - keras_outputs, keras_outputs], -1) if len(class_names) == 2 else keras_outputs
@@ -95,8 +124,11 @@ def test_serving_signature_matches_the_keras_model_on_encoded_images(
 
     empty = predict.load(saved_model)(**{predict.INPUT: tf.constant([], tf.string)})
     assert {k: (v.shape.as_list(), v.dtype) for k, v in empty.items()} == {
-        predict.PROBABILITIES: ([0, len(class_names)], tf.float32), predict.CLASSES: ([0, len(class_names)], tf.string),
-        predict.TOP_CLASS: ([0], tf.string), predict.TOP_PROBABILITY: ([0], tf.float32)}
+        predict.PROBABILITIES: ([0, len(class_names)], tf.float32),
+        predict.CLASSES: ([0, len(class_names)], tf.string),
+        predict.TOP_CLASS: ([0], tf.string),
+        predict.TOP_PROBABILITY: ([0], tf.float32),
+    }
 
 
 class _FailsOnEmptyBatches(keras.Model):
@@ -114,8 +146,15 @@ class _FailsOnEmptyBatches(keras.Model):
 def test_serving_never_runs_the_model_on_an_empty_request():
     model = _FailsOnEmptyBatches()
     model(tf.zeros([1, SIZE, SIZE, 3]))
-    serve = tf.function(export.serving_function(model, class_names="abc", image_size=(SIZE, SIZE), channels=3,
-                                                normalize=lambda images: tf.cast(images, tf.float32)))
+    serve = tf.function(
+        export.serving_function(
+            model,
+            class_names="abc",
+            image_size=(SIZE, SIZE),
+            channels=3,
+            normalize=lambda images: tf.cast(images, tf.float32),
+        )
+    )
     assert serve(tf.constant([], tf.string))[predict.PROBABILITIES].shape == (0, 3)
     one = serve(tf.constant([_encode(_pixels(0, SIZE, SIZE, 3), "PNG")]))
     assert one[predict.PROBABILITIES].shape == (1, 3) and one[predict.TOP_CLASS].shape == (1,)
@@ -135,9 +174,13 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     model = models.build_model("lenet5", (SIZE, SIZE, 3), 3)
     saved_model = export.export_model(model, str(root / "export"), _info(("a", "b", "c")), (SIZE, SIZE), "unit")
-    files = {"photo.jpg": _encode(_pixels(3, 50, 40, 3), "JPEG"), "drawing.png": _encode(_pixels(4, 20, 20, 3), "PNG"),
-             "notes.jpg": b"shopping list: milk, eggs", "empty.png": b"",
-             "cut.png": _encode(_pixels(5, 20, 20, 3), "PNG")[:60]}
+    files = {
+        "photo.jpg": _encode(_pixels(3, 50, 40, 3), "JPEG"),
+        "drawing.png": _encode(_pixels(4, 20, 20, 3), "PNG"),
+        "notes.jpg": b"shopping list: milk, eggs",
+        "empty.png": b"",
+        "cut.png": _encode(_pixels(5, 20, 20, 3), "PNG")[:60],
+    }
     for name, data in files.items():
         (root / name).write_bytes(data)
     return saved_model, root
@@ -146,8 +189,9 @@ def exported(tmp_path_factory):
 def test_predict_reports_top_classes_and_names_each_bad_file(exported):
     saved_model, root = exported
     signature = predict.load(saved_model)
-    paths = [str(root / name) for name in ("photo.jpg", "notes.jpg", "drawing.png", "missing.jpg", "empty.png",
-                                            "cut.png")]
+    paths = [
+        str(root / name) for name in ("photo.jpg", "notes.jpg", "drawing.png", "missing.jpg", "empty.png", "cut.png")
+    ]
     predictions, errors = predict.classify_files(signature, paths, top_k=2)
 
     assert set(predictions) == {paths[0], paths[2]}
@@ -170,14 +214,28 @@ def test_predict_refuses_a_directory_that_is_not_an_export(tmp_path):
 def test_predict_command_line(exported):
     saved_model, root = exported
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.predict", f"--model={saved_model}", "--top_k=3", str(root / "notes.jpg"),
-         str(root / "photo.jpg")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        [
+            sys.executable,
+            "-m",
+            "trainer.predict",
+            f"--model={saved_model}",
+            "--top_k=3",
+            str(root / "notes.jpg"),
+            str(root / "photo.jpg"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 1
     (line,) = result.stdout.splitlines()
     path, classes = line.split(": ")
     assert path == str(root / "photo.jpg")
     assert sorted(entry.split()[0] for entry in classes.split(", ")) == ["a", "b", "c"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {root / 'notes.jpg'}: cannot be decoded: not an image (JPEG, PNG, GIF, BMP or WebP), "
-                      "or a truncated one"]
+    assert errors == [
+        f"error: {root / 'notes.jpg'}: cannot be decoded: not an image (JPEG, PNG, GIF, BMP or WebP), "
+        "or a truncated one"
+    ]

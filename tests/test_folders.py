@@ -1,4 +1,5 @@
 """Layout detection and labelling of raw folders (driver side: names only, nothing decoded)."""
+
 import os
 import socket
 
@@ -19,8 +20,13 @@ def by_path(listing):
 
 
 def test_class_folders_under_wrapper_with_nested_subfolders(tmp_path):
-    touch(tmp_path, "PetImages/Cat/1.jpg", "PetImages/Dog/2.JPG", "PetImages/Dog/sub dir/3 ü.png",
-          "PetImages/Cat/Thumbs.db")
+    touch(
+        tmp_path,
+        "PetImages/Cat/1.jpg",
+        "PetImages/Dog/2.JPG",
+        "PetImages/Dog/sub dir/3 ü.png",
+        "PetImages/Cat/Thumbs.db",
+    )
     listing = folders.list_input(str(tmp_path), "catsdogs")
     entries = by_path(listing)
     assert listing.layout == "class_folders"
@@ -52,8 +58,13 @@ def test_flat_kaggle_layout_labels_from_prefix(tmp_path):
 
 
 def test_kaggle_competition_folder_falls_back_to_file_name_prefixes(tmp_path):
-    touch(tmp_path, "dogs-vs-cats/train/cat.0.jpg", "dogs-vs-cats/train/dog.12.jpg", "dogs-vs-cats/test1/1.jpg",
-          "dogs-vs-cats/sampleSubmission.csv")
+    touch(
+        tmp_path,
+        "dogs-vs-cats/train/cat.0.jpg",
+        "dogs-vs-cats/train/dog.12.jpg",
+        "dogs-vs-cats/test1/1.jpg",
+        "dogs-vs-cats/sampleSubmission.csv",
+    )
     for dataset, class_names in (("catsdogs", None), ("imagefolder", ["cat", "dog"])):
         listing = folders.list_input(str(tmp_path), dataset, class_names=class_names)
         entries = by_path(listing)
@@ -85,19 +96,27 @@ def test_layout_override(tmp_path):
 def test_every_file_is_listed_once(tmp_path):
     touch(tmp_path, "Cat/1.jpg", "Dog/2.jpg", "Bird/3.jpg", "loose.jpg", ".hidden/x.jpg")
     listing = folders.list_input(str(tmp_path), "catsdogs")
-    assert sorted(e.relpath for e in listing.entries) == [".hidden/x.jpg", "Bird/3.jpg", "Cat/1.jpg", "Dog/2.jpg",
-                                                          "loose.jpg"]
+    assert sorted(e.relpath for e in listing.entries) == [
+        ".hidden/x.jpg",
+        "Bird/3.jpg",
+        "Cat/1.jpg",
+        "Dog/2.jpg",
+        "loose.jpg",
+    ]
     entries = by_path(listing)
     assert "not one of the classes" in entries["Bird/3.jpg"].skip
     assert "not inside a class folder" in entries["loose.jpg"].skip
     assert entries[".hidden/x.jpg"].skip == "skipped: hidden file"
 
 
-@pytest.mark.parametrize("setup,message", [
-    (lambda root: None, "does not exist"),
-    (lambda root: root.mkdir(), "contains no files"),
-    (lambda root: touch(root, "Bird/1.jpg"), "no image is in a usable place"),
-])
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: root.mkdir(), "contains no files"),
+        (lambda root: touch(root, "Bird/1.jpg"), "no image is in a usable place"),
+    ],
+)
 def test_unusable_input_gives_clear_error(tmp_path, setup, message):
     root = tmp_path / "in"
     setup(root)
@@ -109,8 +128,15 @@ OUTSIDE = "skipped: outside the data folder"
 
 
 def test_download_as_unpacked_skips_the_loose_files_beside_petimages(tmp_path):
-    touch(tmp_path, "CDLA-Permissive-2.0.pdf", "readme[1].txt", "PetImages/Cat/1.jpg", "PetImages/Dog/2.jpg",
-          "PetImages/Cat/Thumbs.db", "PetImages/Dog/Thumbs.db")
+    touch(
+        tmp_path,
+        "CDLA-Permissive-2.0.pdf",
+        "readme[1].txt",
+        "PetImages/Cat/1.jpg",
+        "PetImages/Dog/2.jpg",
+        "PetImages/Cat/Thumbs.db",
+        "PetImages/Dog/Thumbs.db",
+    )
     listing = folders.list_input(str(tmp_path), "catsdogs")
     entries = by_path(listing)
     assert listing.layout == "class_folders"
@@ -120,11 +146,19 @@ def test_download_as_unpacked_skips_the_loose_files_beside_petimages(tmp_path):
     assert len(listing.entries) == 6
 
 
-@pytest.mark.parametrize("dataset,class_names", [("catsdogs", None), ("imagefolder", None),
-                                                 ("imagefolder", ["cat", "dog"])])
+@pytest.mark.parametrize(
+    "dataset,class_names", [("catsdogs", None), ("imagefolder", None), ("imagefolder", ["cat", "dog"])]
+)
 def test_loose_files_at_every_wrapper_level_and_inside_it(tmp_path, dataset, class_names):
-    touch(tmp_path, "LICENSE", "stray.jpg", "data/manifest.json", "data/PetImages/readme.txt",
-          "data/PetImages/cat/1.jpg", "data/PetImages/dog/2.jpg")
+    touch(
+        tmp_path,
+        "LICENSE",
+        "stray.jpg",
+        "data/manifest.json",
+        "data/PetImages/readme.txt",
+        "data/PetImages/cat/1.jpg",
+        "data/PetImages/dog/2.jpg",
+    )
     entries = by_path(folders.list_input(str(tmp_path), dataset, class_names=class_names))
     assert entries["data/PetImages/cat/1.jpg"].label == 0 and entries["data/PetImages/dog/2.jpg"].label == 1
     for loose in ("LICENSE", "stray.jpg", "data/manifest.json"):

@@ -1,5 +1,6 @@
 """data_prep from gs:// to gs:// against a real local GCS emulator, compared with the same build on local disk;
 the commit by copies that object storage needs, interrupted at each of its steps."""
+
 import itertools
 import json
 import os
@@ -25,9 +26,11 @@ def gcs(tmp_path_factory):
     """A gcp-storage-emulator on 127.0.0.1 for this module; yields the gcsfs filesystem."""
     (port,) = free_ports(1)
     emulator = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable))
-    process = subprocess.Popen([emulator, "start", "--host", "127.0.0.1", "--port", str(port),
-                                "--default-bucket", BUCKET, "--in-memory"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [emulator, "start", "--host", "127.0.0.1", "--port", str(port), "--default-bucket", BUCKET, "--in-memory"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -62,7 +65,9 @@ def test_build_from_gs_to_gs_equals_local_build(gcs, raw_on_gcs, sample_folder, 
     gs_report = build_folder(raw_on_gcs, f"gs://{BUCKET}/datasets/catsdogs", num_shards=2, threads=3)
     assert gs_report == local_report
     skipped = {item["path"]: item["reason"] for item in gs_report["skipped"]}
-    assert skipped["CDLA-Permissive-2.0.pdf"] == skipped["readme[1].txt"] == "skipped: outside the data folder PetImages"
+    assert (
+        skipped["CDLA-Permissive-2.0.pdf"] == skipped["readme[1].txt"] == "skipped: outside the data folder PetImages"
+    )
 
     names = sorted(os.listdir(tmp_path / "local"))
     remote = sorted(p.rsplit("/", 1)[1] for p in gcs.find(f"{BUCKET}/datasets/catsdogs"))
@@ -95,17 +100,29 @@ def test_keras_file_on_gs_builds_to_gs(gcs, tmp_path):
     rng = np.random.default_rng(0)
     write_mnist_npz(tmp_path / "mnist.npz", rng, x_train_shape=(8, 28, 28))
     gcs.put(str(tmp_path / "mnist.npz"), f"{BUCKET}/keras/mnist.npz")
-    report = driver.build(options.BuildOptions(
-        dataset="mnist", output_dir=f"gs://{BUCKET}/datasets/mnist", beam_args=FAST_BEAM_ARGS,
-        input=f"gs://{BUCKET}/keras/mnist.npz", validation_size="2"))
+    report = driver.build(
+        options.BuildOptions(
+            dataset="mnist",
+            output_dir=f"gs://{BUCKET}/datasets/mnist",
+            beam_args=FAST_BEAM_ARGS,
+            input=f"gs://{BUCKET}/keras/mnist.npz",
+            validation_size="2",
+        )
+    )
     assert report["splits"] == {"train": 6, "validation": 2, "test": 3}
     metadata = json.loads(gcs.cat_file(f"{BUCKET}/datasets/mnist/metadata.json"))
     assert metadata["source"]["path"] == f"gs://{BUCKET}/keras/mnist.npz"
 
 
 def test_loose_files_around_the_wrapper_are_listed_alike_in_a_bucket(gcs, tmp_path):
-    relpaths = ["kaggle/CDLA-Permissive-2.0.pdf", "kaggle/readme[1].txt", "kaggle/stray.jpg",
-                "kaggle/PetImages/manifest.json", "kaggle/PetImages/Cat/1.jpg", "kaggle/PetImages/Dog/2.jpg"]
+    relpaths = [
+        "kaggle/CDLA-Permissive-2.0.pdf",
+        "kaggle/readme[1].txt",
+        "kaggle/stray.jpg",
+        "kaggle/PetImages/manifest.json",
+        "kaggle/PetImages/Cat/1.jpg",
+        "kaggle/PetImages/Dog/2.jpg",
+    ]
     for relpath in relpaths:
         (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relpath).write_bytes(b"x")
@@ -116,14 +133,18 @@ def test_loose_files_around_the_wrapper_are_listed_alike_in_a_bucket(gcs, tmp_pa
 
     local = folders.list_input(str(tmp_path / "kaggle"), "catsdogs")
     remote = folders.list_input(f"gs://{BUCKET}/listing/kaggle", "catsdogs")
-    assert described(remote) == described(local) == [
-        ("CDLA-Permissive-2.0.pdf", None, "skipped: outside the data folder PetImages"),
-        ("PetImages/Cat/1.jpg", 0, None),
-        ("PetImages/Dog/2.jpg", 1, None),
-        ("PetImages/manifest.json", None, "skipped: not inside a class folder"),
-        ("readme[1].txt", None, "skipped: outside the data folder PetImages"),
-        ("stray.jpg", None, "skipped: outside the data folder PetImages"),
-    ]
+    assert (
+        described(remote)
+        == described(local)
+        == [
+            ("CDLA-Permissive-2.0.pdf", None, "skipped: outside the data folder PetImages"),
+            ("PetImages/Cat/1.jpg", 0, None),
+            ("PetImages/Dog/2.jpg", 1, None),
+            ("PetImages/manifest.json", None, "skipped: not inside a class folder"),
+            ("readme[1].txt", None, "skipped: outside the data folder PetImages"),
+            ("stray.jpg", None, "skipped: outside the data folder PetImages"),
+        ]
+    )
     assert [e.path for e in remote.entries][0] == f"gs://{BUCKET}/listing/kaggle/CDLA-Permissive-2.0.pdf"
 
 
@@ -134,7 +155,8 @@ def test_leftovers_in_a_bucket_are_judged_by_their_heartbeat(gcs):
     now = time.time()
     assert ownership.abandoned_reason(gcs, directory, now=now) is None
     assert "has shown no sign of life for 17 minutes" in ownership.abandoned_reason(
-        gcs, directory, now=now + ownership.ABANDONED_AFTER_S + 120)
+        gcs, directory, now=now + ownership.ABANDONED_AFTER_S + 120
+    )
     gcs.rm(f"{directory}/{ownership.OWNER_FILE}")  # Left by an older data_prep: judged by its newest object.
     assert ownership.abandoned_reason(gcs, directory, now=now) is None
     assert ownership.abandoned_reason(gcs, directory, now=now + ownership.ABANDONED_AFTER_S + 120)
@@ -153,8 +175,9 @@ def test_shard_files_written_by_workers_are_counted_past_the_listing_cache(gcs):
 def old_and_new_datasets(tmp_path_factory):
     """Two local builds of 8 images, {file name: bytes} each: 3 train shards (the dataset being replaced) and 1."""
     root = tmp_path_factory.mktemp("versions")
-    sample_data.write_sample_folder(str(root / "raw" / "PetImages"), images_per_class=4, min_side=40, max_side=64,
-                                    include_broken=False)
+    sample_data.write_sample_folder(
+        str(root / "raw" / "PetImages"), images_per_class=4, min_side=40, max_side=64, include_broken=False
+    )
     versions = []
     for name, num_shards in (("old", 3), ("new", 1)):
         build_folder(root / "raw", root / name, num_shards=num_shards, split="train:100")
@@ -164,6 +187,17 @@ def old_and_new_datasets(tmp_path_factory):
 
 class InjectedFailure(Exception):
     """The commit stopped here, as a crash or a lost connection would stop it."""
+
+
+def _failing_at(method, steps, fail_at):
+    """`method`, raising InjectedFailure instead at the `fail_at`-th call counted by `steps` (shared by methods)."""
+
+    def failing(*args, **kwargs):
+        if next(steps) == fail_at:
+            raise InjectedFailure(f"{method.__name__}{args}")
+        return method(*args, **kwargs)
+
+    return failing
 
 
 def _assert_readers_never_see_a_mixed_dataset(files, old, new):
@@ -183,8 +217,9 @@ def _assert_readers_never_see_a_mixed_dataset(files, old, new):
 
 
 @pytest.mark.slow
-def test_a_gs_commit_interrupted_at_any_step_never_shows_readers_a_mixed_dataset(gcs, old_and_new_datasets,
-                                                                                  monkeypatch):
+def test_a_gs_commit_interrupted_at_any_step_never_shows_readers_a_mixed_dataset(
+    gcs, old_and_new_datasets, monkeypatch
+):
     """Replaces a 3-shard dataset by a 1-shard one, the commit failing at its first step, then its second, and so
     on until one completes; after each, the target is what a reader would find."""
     old, new = old_and_new_datasets
@@ -199,11 +234,7 @@ def test_a_gs_commit_interrupted_at_any_step_never_shows_readers_a_mixed_dataset
         steps = itertools.count()
         with monkeypatch.context() as patch:
             for method in ("copy", "rm"):  # Every change the commit makes to the bucket.
-                def failing(*args, _method=getattr(fs, method), **kwargs):
-                    if next(steps) == fail_at:
-                        raise InjectedFailure(f"{_method.__name__}{args}")
-                    return _method(*args, **kwargs)
-                patch.setattr(fs, method, failing)
+                patch.setattr(fs, method, _failing_at(getattr(fs, method), steps, fail_at))
             try:
                 atomic.commit()
                 completed = True

@@ -1,4 +1,5 @@
 """The run's history files: metrics.jsonl, history.csv and the learning-curve PNG, and how a resume rebuilds them."""
+
 import csv
 import json
 
@@ -8,9 +9,18 @@ from trainer import history
 
 
 def _record(epoch, phase="train", steps_per_epoch=10, **metrics):
-    return {"phase": phase, "epoch": epoch, "step": epoch * steps_per_epoch, "train_loss": 1.0 / epoch,
-            "train_accuracy": 0.5, "val_loss": 1.2 / epoch, "val_accuracy": 0.6, "learning_rate": 0.01,
-            "images_per_second": 100.0, **metrics}
+    return {
+        "phase": phase,
+        "epoch": epoch,
+        "step": epoch * steps_per_epoch,
+        "train_loss": 1.0 / epoch,
+        "train_accuracy": 0.5,
+        "val_loss": 1.2 / epoch,
+        "val_accuracy": 0.6,
+        "learning_rate": 0.01,
+        "images_per_second": 100.0,
+        **metrics,
+    }
 
 
 def _csv_rows(model_dir):
@@ -24,8 +34,11 @@ def test_resume_keeps_the_epochs_the_checkpoint_holds_and_appends_after_them(tmp
         run.append(_record(epoch))
     rows = _csv_rows(tmp_path)
     assert list(rows[0]) == list(history.COLUMNS)
-    assert [(r["epoch"], r["step"], float(r["val_loss"])) for r in rows] == [("1", "10", 1.2), ("2", "20", 0.6),
-                                                                             ("3", "30", 1.2 / 3)]
+    assert [(r["epoch"], r["step"], float(r["val_loss"])) for r in rows] == [
+        ("1", "10", 1.2),
+        ("2", "20", 0.6),
+        ("3", "30", 1.2 / 3),
+    ]
 
     # Epoch 3 was logged, then the process died before its checkpoint (the latest is at step 25).
     resumed = history.History.resume(str(tmp_path), up_to_step=25)
@@ -52,7 +65,7 @@ def test_missing_values_leave_csv_cells_empty(tmp_path):
 def test_learning_curves_mark_the_phase_change(tmp_path):
     records = [_record(1), _record(2), _record(3, phase="fine_tune"), _record(4, phase="fine_tune")]
     figure = history.plot(records)
-    for ax, metric in zip(figure.axes, ("loss", "accuracy")):
+    for ax, metric in zip(figure.axes, ("loss", "accuracy"), strict=True):
         assert ax.get_title() == metric
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert list(lines["train"].get_xdata()) == [1, 2, 3, 4]

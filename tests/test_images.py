@@ -1,4 +1,5 @@
 """Decoding every kind of file a raw image folder holds, and rejecting the bad ones with a reason."""
+
 import io
 
 import numpy as np
@@ -24,19 +25,22 @@ def save(image, fmt, **kwargs):
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("name,data", [
-    ("jpeg_jfif", save(gradient(), "JPEG")),
-    ("jpeg_exif", save(gradient(), "JPEG", exif=Image.Exif().tobytes())),
-    ("jpeg_progressive", save(gradient(), "JPEG", progressive=True)),
-    ("jpeg_grayscale", save(gradient(mode="L"), "JPEG")),
-    ("jpeg_cmyk", save(gradient(mode="CMYK"), "JPEG")),
-    ("png_rgba", save(gradient(mode="RGBA"), "PNG")),
-    ("png_palette", save(gradient(mode="P"), "PNG")),
-    ("png_16bit", save(Image.fromarray((np.arange(2400).reshape(40, 60) * 27).astype(np.uint16)), "PNG")),
-    ("gif", save(gradient(mode="P"), "GIF")),
-    ("bmp", save(gradient(), "BMP")),
-    ("webp", save(gradient(), "WEBP")),
-])
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("jpeg_jfif", save(gradient(), "JPEG")),
+        ("jpeg_exif", save(gradient(), "JPEG", exif=Image.Exif().tobytes())),
+        ("jpeg_progressive", save(gradient(), "JPEG", progressive=True)),
+        ("jpeg_grayscale", save(gradient(mode="L"), "JPEG")),
+        ("jpeg_cmyk", save(gradient(mode="CMYK"), "JPEG")),
+        ("png_rgba", save(gradient(mode="RGBA"), "PNG")),
+        ("png_palette", save(gradient(mode="P"), "PNG")),
+        ("png_16bit", save(Image.fromarray((np.arange(2400).reshape(40, 60) * 27).astype(np.uint16)), "PNG")),
+        ("gif", save(gradient(mode="P"), "GIF")),
+        ("bmp", save(gradient(), "BMP")),
+        ("webp", save(gradient(), "WEBP")),
+    ],
+)
 def test_decodes_supported_formats_to_rgb_of_target_size(name, data):
     decoded = images.decode(data, OPTIONS)
     assert decoded.pixels.dtype == np.uint8
@@ -97,14 +101,17 @@ def test_format_is_sniffed_not_taken_from_extension():
     assert decoded.source_format == "PNG"
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "empty file"),
-    (b"<!DOCTYPE html><html>Not found</html>", "HTML"),
-    (b"just some text that someone saved as cat.jpg\n", "text"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100), "not a recognised image format"),
-    (save(gradient(300, 200), "JPEG")[:400], "truncated or corrupt"),
-    (save(gradient(300, 200), "PNG")[:200], "truncated or corrupt"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty file"),
+        (b"<!DOCTYPE html><html>Not found</html>", "HTML"),
+        (b"just some text that someone saved as cat.jpg\n", "text"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100), "not a recognised image format"),
+        (save(gradient(300, 200), "JPEG")[:400], "truncated or corrupt"),
+        (save(gradient(300, 200), "PNG")[:200], "truncated or corrupt"),
+    ],
+)
 def test_bad_files_are_rejected_with_reason(data, reason):
     with pytest.raises(images.RejectedImage, match=reason):
         images.decode(data, OPTIONS)
@@ -134,12 +141,15 @@ def test_stored_size_comes_from_the_original_size_not_the_draft_reduced_one(orie
     assert decoded.image.size == ((256, 336) if orientation == 1 else (336, 256))
 
 
-@pytest.mark.parametrize("policy,size,expected", [
-    ("shorter_side", 32, (48, 32)),
-    ("shorter_side", 100, (60, 40)),  # Never upscales.
-    ("exact", 32, (32, 32)),
-    ("none", 32, (60, 40)),
-])
+@pytest.mark.parametrize(
+    "policy,size,expected",
+    [
+        ("shorter_side", 32, (48, 32)),
+        ("shorter_side", 100, (60, 40)),  # Never upscales.
+        ("exact", 32, (32, 32)),
+        ("none", 32, (60, 40)),
+    ],
+)
 def test_target_size_policy(policy, size, expected):
     assert images.target_size(60, 40, images.ImageOptions(image_size=size, resize_policy=policy)) == expected
 
@@ -170,12 +180,15 @@ def test_junk_reasons():
     assert images.junk_reason("cat.1.JPG") is None
 
 
-@pytest.mark.parametrize("kwargs,flag", [
-    ({"resize_policy": "crop"}, "--resize_policy"),
-    ({"image_format": "gif"}, "--image_format"),
-    ({"image_size": 0}, "--image_size"),
-    ({"jpeg_quality": 101}, "--jpeg_quality"),
-])
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        ({"resize_policy": "crop"}, "--resize_policy"),
+        ({"image_format": "gif"}, "--image_format"),
+        ({"image_size": 0}, "--image_size"),
+        ({"jpeg_quality": 101}, "--jpeg_quality"),
+    ],
+)
 def test_invalid_options_name_the_flag(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
         images.ImageOptions(**kwargs)

@@ -1,4 +1,5 @@
 """The trainer's tf.data input pipeline: sharding, coverage, augmentation, normalization, bad directories."""
+
 from __future__ import annotations
 
 import collections
@@ -42,8 +43,15 @@ def _encode(pixels: np.ndarray, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_dataset(root, shards: dict[str, list[int]], *, image_format: str = "png", channels: int = 3,
-                  policy: AugmentationPolicy = PHOTO_POLICY, sizes=lambda index: (SIZE, SIZE)) -> str:
+def write_dataset(
+    root,
+    shards: dict[str, list[int]],
+    *,
+    image_format: str = "png",
+    channels: int = 3,
+    policy: AugmentationPolicy = PHOTO_POLICY,
+    sizes=lambda index: (SIZE, SIZE),
+) -> str:
     """A dataset directory in data_prep's format; example i has label i % 3 and pixels `_pixels(i)`."""
     data_dir, next_index, splits = str(root), 0, {}
     all_pixels = []
@@ -57,16 +65,26 @@ def write_dataset(root, shards: dict[str, list[int]], *, image_format: str = "pn
                     pixels = _pixels(index, max(height, width), channels)[:height, :width]
                     if split == "train":
                         all_pixels.append(pixels.reshape(-1, channels))
-                    writer.write(schema.serialize_example(_encode(pixels, image_format.upper()), f"{index}.img",
-                                                          f"key{index}", index % len(CLASSES)))
+                    writer.write(
+                        schema.serialize_example(
+                            _encode(pixels, image_format.upper()), f"{index}.img", f"key{index}", index % len(CLASSES)
+                        )
+                    )
             next_index += length
             num_bytes += os.path.getsize(path)
         splits[split] = schema.SplitInfo(num_examples=sum(lengths), shard_lengths=tuple(lengths), num_bytes=num_bytes)
     train = np.concatenate(all_pixels).astype(np.float64)
-    statistics = schema.Statistics(split="train", mean=tuple(train.mean(0)), std=tuple(train.std(0)),
-                                   min=tuple(train.min(0)), max=tuple(train.max(0)), num_pixels=len(train))
-    dataset_metadata(CLASSES, channels=channels, image_format=image_format, splits=splits, statistics=statistics,
-                     policy=policy).write(data_dir)
+    statistics = schema.Statistics(
+        split="train",
+        mean=tuple(train.mean(0)),
+        std=tuple(train.std(0)),
+        min=tuple(train.min(0)),
+        max=tuple(train.max(0)),
+        num_pixels=len(train),
+    )
+    dataset_metadata(
+        CLASSES, channels=channels, image_format=image_format, splits=splits, statistics=statistics, policy=policy
+    ).write(data_dir)
     return data_dir
 
 
@@ -79,10 +97,10 @@ def toy(tmp_path_factory) -> input_pipeline.DatasetInfo:
 
 def _batches(info, split, *, pipelines=1, pipeline_id=0, replicas=None, take=None, **kwargs):
     """The batches of one input pipeline; by default each pipeline feeds one replica."""
-    kwargs = {"training": False, "image_size": (SIZE, SIZE), "global_batch_size": 4, "normalization": "unit",
-              **kwargs}
-    context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline_id,
-                                         num_replicas_in_sync=replicas or pipelines)
+    kwargs = {"training": False, "image_size": (SIZE, SIZE), "global_batch_size": 4, "normalization": "unit", **kwargs}
+    context = tf.distribute.InputContext(
+        num_input_pipelines=pipelines, input_pipeline_id=pipeline_id, num_replicas_in_sync=replicas or pipelines
+    )
     ds = input_pipeline.make_input_fn(info, split, **kwargs)(context)
     return list((ds.take(take) if take else ds).as_numpy_iterator())
 
@@ -91,15 +109,17 @@ def _examples(batches):
     """(image, label) of every real example: training batches have no mask, evaluation's padding has mask 0."""
     for images, labels, *mask in batches:
         real = mask[0] > 0 if mask else np.ones(len(labels), bool)
-        yield from zip(images[real], labels[real])
+        yield from zip(images[real], labels[real], strict=True)
 
 
 def _indices(batches) -> list[int]:
     return [_index_of(image * 255.0) for image, _ in _examples(batches)]
 
 
-@pytest.mark.parametrize("lengths,num_pipelines", [([4, 4, 4, 4], 1), ([4, 4, 4, 4], 2), ([4, 0, 3, 4, 4], 3),
-                                                    ([1] * 7, 7), ([5, 6], 3), ([3, 0], 2)])
+@pytest.mark.parametrize(
+    "lengths,num_pipelines",
+    [([4, 4, 4, 4], 1), ([4, 4, 4, 4], 2), ([4, 0, 3, 4, 4], 3), ([1] * 7, 7), ([5, 6], 3), ([3, 0], 2)],
+)
 def test_pipeline_shards_split_files_disjointly_or_fall_back_to_records(lengths, num_pipelines):
     parts = [input_pipeline.pipeline_shards(lengths, num_pipelines, i) for i in range(num_pipelines)]
     non_empty = [i for i, n in enumerate(lengths) if n]
@@ -112,8 +132,9 @@ def test_pipeline_shards_split_files_disjointly_or_fall_back_to_records(lengths,
 
 @pytest.mark.parametrize("pipelines", [1, 2, 3, 5])  # 5 pipelines > 4 files: record sharding.
 def test_eval_yields_every_example_once_in_a_fixed_order(toy, pipelines):
-    run = lambda i: _indices(_batches(toy, "train", pipelines=pipelines, pipeline_id=i,
-                                      global_batch_size=4 * pipelines))
+    def run(i):
+        return _indices(_batches(toy, "train", pipelines=pipelines, pipeline_id=i, global_batch_size=4 * pipelines))
+
     per_pipeline = [run(i) for i in range(pipelines)]
     assert sorted(i for indices in per_pipeline for i in indices) == list(range(26))
     assert run(0) == per_pipeline[0]
@@ -122,8 +143,9 @@ def test_eval_yields_every_example_once_in_a_fixed_order(toy, pipelines):
 def test_empty_shards_are_skipped_and_every_pipeline_gets_data(tmp_path):
     data_dir = write_dataset(tmp_path, {"train": [3, 0, 4, 0]}, policy=AugmentationPolicy())
     info = input_pipeline.open_dataset(data_dir)
-    first, second = (set(_indices(_batches(info, "train", training=True, pipelines=2, pipeline_id=i, take=4)))
-                     for i in range(2))
+    first, second = (
+        set(_indices(_batches(info, "train", training=True, pipelines=2, pipeline_id=i, take=4))) for i in range(2)
+    )
     assert sorted(first | second) == list(range(7)) and not first & second
 
 
@@ -139,14 +161,24 @@ def test_eval_pads_the_last_batch_with_masked_zero_images(toy):
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])  # 26 and 7 examples.
-@pytest.mark.parametrize("pipelines,replicas,global_batch_size", [
-    (1, 1, 4), (2, 2, 8), (3, 3, 12), (5, 5, 5),  # One replica per pipeline (multi-worker); 5 > 4 files.
-    (1, 2, 6), (2, 4, 12),  # Two replicas per pipeline (mirrored on each worker).
-])
-def test_eval_batches_are_full_and_the_same_number_on_every_pipeline(toy, split, pipelines, replicas,
-                                                                     global_batch_size):
-    per_pipeline = [_batches(toy, split, pipelines=pipelines, pipeline_id=i, replicas=replicas,
-                             global_batch_size=global_batch_size) for i in range(pipelines)]
+@pytest.mark.parametrize(
+    "pipelines,replicas,global_batch_size",
+    [
+        (1, 1, 4),
+        (2, 2, 8),
+        (3, 3, 12),
+        (5, 5, 5),  # One replica per pipeline (multi-worker); 5 > 4 files.
+        (1, 2, 6),
+        (2, 4, 12),  # Two replicas per pipeline (mirrored on each worker).
+    ],
+)
+def test_eval_batches_are_full_and_the_same_number_on_every_pipeline(
+    toy, split, pipelines, replicas, global_batch_size
+):
+    per_pipeline = [
+        _batches(toy, split, pipelines=pipelines, pipeline_id=i, replicas=replicas, global_batch_size=global_batch_size)
+        for i in range(pipelines)
+    ]
     per_replica, local_replicas = global_batch_size // replicas, replicas // pipelines
     num_batches = len(per_pipeline[0])
     assert [len(batches) for batches in per_pipeline] == [num_batches] * pipelines
@@ -200,18 +232,23 @@ def test_training_with_identity_policy_sees_each_example_once_per_pass(tmp_path)
 
 
 def test_training_is_reproducible_for_a_seed_when_deterministic(toy):
-    run = lambda seed: _batches(toy, "train", training=True, take=4, seed=seed, deterministic=True)
+    def run(seed):
+        return _batches(toy, "train", training=True, take=4, seed=seed, deterministic=True)
+
     first, again, other = run(1), run(1), run(2)
-    for (a, la), (b, lb) in zip(first, again):
+    for (a, la), (b, lb) in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)
-    assert any(not np.array_equal(a, b) for (a, _), (b, _) in zip(first, other))
+    assert any(not np.array_equal(a, b) for (a, _), (b, _) in zip(first, other, strict=True))
 
 
 def test_augment_batch_is_a_pure_function_of_the_seed():
     images = tf.constant(np.stack([_pixels(i) for i in range(4)]), tf.float32)
     policy = PHOTO_POLICY.replace(contrast=0.3)
-    augment = lambda seed: input_pipeline.augment_batch(images, policy, tf.constant(seed, tf.int64)).numpy()
+
+    def augment(seed):
+        return input_pipeline.augment_batch(images, policy, tf.constant(seed, tf.int64)).numpy()
+
     np.testing.assert_array_equal(augment([1, 2]), augment([1, 2]))
     assert not np.array_equal(augment([1, 2]), augment([1, 3]))
     assert augment([1, 2]).min() >= 0.0 and augment([1, 2]).max() <= 255.0
@@ -222,12 +259,25 @@ def test_affine_transforms_follow_the_projective_transform_convention():
     images = tf.constant(np.stack([_pixels(i) for i in range(3)]), tf.float32)
 
     def transform(**overrides):
-        args = {"angle": tf.zeros(3), "zoom": tf.ones(3), "shift_x": tf.zeros(3), "shift_y": tf.zeros(3),
-                "flip_x": tf.zeros(3, tf.bool), "flip_y": tf.zeros(3, tf.bool),
-                "height": tf.constant(float(SIZE)), "width": tf.constant(float(SIZE)), **overrides}
+        args = {
+            "angle": tf.zeros(3),
+            "zoom": tf.ones(3),
+            "shift_x": tf.zeros(3),
+            "shift_y": tf.zeros(3),
+            "flip_x": tf.zeros(3, tf.bool),
+            "flip_y": tf.zeros(3, tf.bool),
+            "height": tf.constant(float(SIZE)),
+            "width": tf.constant(float(SIZE)),
+            **overrides,
+        }
         return tf.raw_ops.ImageProjectiveTransformV3(
-            images=images, transforms=input_pipeline.affine_transforms(**args), output_shape=[SIZE, SIZE],
-            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT").numpy()
+            images=images,
+            transforms=input_pipeline.affine_transforms(**args),
+            output_shape=[SIZE, SIZE],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        ).numpy()
 
     np.testing.assert_allclose(transform(), images, atol=1e-3)
     np.testing.assert_allclose(transform(flip_x=tf.ones(3, tf.bool)), images[:, :, ::-1], atol=1e-3)
@@ -249,8 +299,9 @@ def test_normalizations_match_keras_and_the_metadata(toy):
 
 
 def test_grey_jpegs_of_any_size_are_resized_and_become_rgb_for_vgg16(tmp_path):
-    data_dir = write_dataset(tmp_path, {"train": [6]}, image_format="jpeg", channels=1,
-                             sizes=lambda i: (20 + 3 * i, 30 - i))
+    data_dir = write_dataset(
+        tmp_path, {"train": [6]}, image_format="jpeg", channels=1, sizes=lambda i: (20 + 3 * i, 30 - i)
+    )
     info = input_pipeline.open_dataset(data_dir)
     assert input_pipeline.output_channels(info, "vgg16") == 3 and input_pipeline.output_channels(info, "unit") == 1
     images, *_ = _batches(info, "train", image_size=(12, 10), normalization="vgg16", global_batch_size=6)[0]
@@ -279,15 +330,23 @@ def test_auto_cache_keeps_splits_over_the_memory_budget_out_of_ram(monkeypatch):
 def test_file_cache_left_locked_by_a_killed_run_is_rebuilt(toy, tmp_path, monkeypatch):
     probe, cache_dir = tmp_path / "probe", tmp_path / "cache"
     _batches(toy, "validation", cache=str(probe))
-    (name,) = [n[:-len(".index")] for n in os.listdir(probe) if n.endswith(".index")]
+    (name,) = [n[: -len(".index")] for n in os.listdir(probe) if n.endswith(".index")]
     cache_dir.mkdir()
     # What a run killed while writing that cache leaves: tf.data's lockfile and partial data.
-    killed = subprocess.run([sys.executable, "-c", (
-        "import os, tensorflow as tf\n"
-        f"ds = tf.data.Dataset.range(10**7).map(lambda x: tf.fill([64], x)).cache({str(cache_dir / name)!r})\n"
-        "for i, _ in enumerate(ds):\n"
-        "    if i == 10000:\n"
-        "        os.kill(os.getpid(), 9)\n")], capture_output=True)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, tensorflow as tf\n"
+                f"ds = tf.data.Dataset.range(10**7).map(lambda x: tf.fill([64], x)).cache({str(cache_dir / name)!r})\n"
+                "for i, _ in enumerate(ds):\n"
+                "    if i == 10000:\n"
+                "        os.kill(os.getpid(), 9)\n"
+            ),
+        ],
+        capture_output=True,
+    )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert any(n.endswith(".lockfile") for n in os.listdir(cache_dir))
     with pytest.raises(tf.errors.AlreadyExistsError):  # A lock newer than this process may be a live iterator's.
@@ -312,8 +371,11 @@ def test_missing_metadata_is_a_clear_error(tmp_path):
 def test_missing_shard_is_named(tmp_path):
     data_dir = write_dataset(tmp_path, {"train": [3, 3]})
     os.remove(os.path.join(data_dir, schema.shard_filename("toy", "train", 1, 2)))
-    with pytest.raises(FileNotFoundError, match=r"shard toy-train.tfrecord-00001-of-00002 listed in metadata.json "
-                                                r"is missing from .*rebuild"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"shard toy-train.tfrecord-00001-of-00002 listed in metadata.json "
+        r"is missing from .*rebuild",
+    ):
         input_pipeline.open_dataset(data_dir)
 
 
@@ -348,8 +410,9 @@ def test_a_miscounted_shard_fails_verification_and_reading(tmp_path):
     data_dir = write_dataset(tmp_path, {"train": [3, 3]})
     _edit_train_split(data_dir, shard_lengths=[4, 2])
     info = input_pipeline.open_dataset(data_dir)  # The cheap checks cannot see it ...
-    with pytest.raises(ValueError, match="toy-train.tfrecord-00000-of-00002 holds 3 records but metadata.json "
-                                         "records 4"):
+    with pytest.raises(
+        ValueError, match="toy-train.tfrecord-00000-of-00002 holds 3 records but metadata.json records 4"
+    ):
         input_pipeline.open_dataset(data_dir, verify_records=True)
     with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 2 elements"):
         _batches(info, "train")  # ... and reading fails instead of silently training on other counts.
@@ -357,11 +420,13 @@ def test_a_miscounted_shard_fails_verification_and_reading(tmp_path):
 
 def test_bad_arguments_are_named(toy):
     with pytest.raises(ValueError, match="split 'test' not in"):
-        input_pipeline.make_input_fn(toy, "test", training=False, image_size=(8, 8), global_batch_size=2,
-                                     normalization="unit")
+        input_pipeline.make_input_fn(
+            toy, "test", training=False, image_size=(8, 8), global_batch_size=2, normalization="unit"
+        )
     with pytest.raises(ValueError, match="normalization='imagenet'"):
-        input_pipeline.make_input_fn(toy, "train", training=False, image_size=(8, 8), global_batch_size=2,
-                                     normalization="imagenet")
+        input_pipeline.make_input_fn(
+            toy, "train", training=False, image_size=(8, 8), global_batch_size=2, normalization="imagenet"
+        )
 
 
 @pytest.mark.slow
@@ -369,11 +434,16 @@ def test_reads_what_data_prep_builds(sample_dataset):
     data_dir, _ = sample_dataset
     info = input_pipeline.open_dataset(str(data_dir), verify_records=True)
     for split, size in info.split_sizes.items():
-        labels = np.array([label for pipeline in range(2)
-                           for _, label in _examples(_batches(info, split, pipelines=2, pipeline_id=pipeline,
-                                                              image_size=(48, 40)))])
+        labels = np.array(
+            [
+                label
+                for pipeline in range(2)
+                for _, label in _examples(_batches(info, split, pipelines=2, pipeline_id=pipeline, image_size=(48, 40)))
+            ]
+        )
         assert len(labels) == size and set(labels) <= set(range(info.num_classes))
-    images, labels = _batches(info, "train", training=True, image_size=(48, 40), global_batch_size=8,
-                              normalization="dataset", take=1)[0]
+    images, labels = _batches(
+        info, "train", training=True, image_size=(48, 40), global_batch_size=8, normalization="dataset", take=1
+    )[0]
     assert images.shape == (8, 48, 40, 3) and labels.shape == (8,)
     assert np.isfinite(images).all() and -4 < images.mean() < 4

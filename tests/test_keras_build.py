@@ -1,4 +1,5 @@
 """End-to-end builds of the Keras datasets from tiny files in their real formats."""
+
 import io
 import json
 import socket
@@ -16,8 +17,11 @@ from data_prep import driver, keras_sources, options, schema
 
 
 def build(dataset, output_dir, input_path, **kwargs):
-    return driver.build(options.BuildOptions(dataset=dataset, output_dir=str(output_dir), beam_args=FAST_BEAM_ARGS,
-                                             input=str(input_path), **kwargs))
+    return driver.build(
+        options.BuildOptions(
+            dataset=dataset, output_dir=str(output_dir), beam_args=FAST_BEAM_ARGS, input=str(input_path), **kwargs
+        )
+    )
 
 
 def records(dataset_dir, split):
@@ -119,8 +123,9 @@ def test_offline_augmented_copies_stay_in_train_and_record_their_source(tmp_path
     assert report["counts"]["augmented_copies"] == 30 and report["counts"]["written"] == 23
     shards = tf.io.gfile.glob(str(tmp_path / "out" / "mnist-train.tfrecord-*"))
     examples = [tf.train.Example.FromString(r.numpy()).features.feature for r in tf.data.TFRecordDataset(shards)]
-    originals = {f[schema.KEY].bytes_list.value[0]: f for f in examples
-                 if not f[schema.AUGMENT_SOURCE_KEY].bytes_list.value[0]}
+    originals = {
+        f[schema.KEY].bytes_list.value[0]: f for f in examples if not f[schema.AUGMENT_SOURCE_KEY].bytes_list.value[0]
+    }
     copies = [f for f in examples if f[schema.AUGMENT_SOURCE_KEY].bytes_list.value[0]]
     assert len(originals) == 15 and len(copies) == 30
     for copy in copies:
@@ -147,13 +152,29 @@ def test_bad_validation_size_is_a_clear_error(tmp_path, mnist, size, message):
 def test_command_line_builds_mnist_with_its_flags(tmp_path, mnist):
     path, _ = mnist
     out = tmp_path / "out"
-    build_cli.main(build_cli._parse_flags([
-        "data_prep.build", "--dataset=mnist", f"--input={path}", f"--output_dir={out}", "--validation_size=25%",
-        "--augmentation=rotation=0.05,zoom=0,horizontal_flip=yes", *FAST_BEAM_ARGS]))
+    build_cli.main(
+        build_cli._parse_flags(
+            [
+                "data_prep.build",
+                "--dataset=mnist",
+                f"--input={path}",
+                f"--output_dir={out}",
+                "--validation_size=25%",
+                "--augmentation=rotation=0.05,zoom=0,horizontal_flip=yes",
+                *FAST_BEAM_ARGS,
+            ]
+        )
+    )
     metadata = json.loads((out / schema.METADATA_FILE).read_text())  # As the file says it, not as the reader does.
     assert {s: v["num_examples"] for s, v in metadata["splits"].items()} == {"train": 15, "validation": 5, "test": 3}
-    assert metadata["augmentation"] == {"horizontal_flip": True, "vertical_flip": False, "rotation": 0.05,
-                                        "zoom": 0.0, "translation": 0.1, "contrast": 0.0}
+    assert metadata["augmentation"] == {
+        "horizontal_flip": True,
+        "vertical_flip": False,
+        "rotation": 0.05,
+        "zoom": 0.0,
+        "translation": 0.1,
+        "contrast": 0.0,
+    }
 
 
 def test_offline_and_uncached_names_the_file_to_fetch(tmp_path, monkeypatch):
@@ -163,6 +184,7 @@ def test_offline_and_uncached_names_the_file_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(driver.UserError, match=r"cifar-10-python\.tar\.gz.*" + str(tmp_path / "keras")):
-        driver.build(options.BuildOptions(dataset="cifar10", output_dir=str(tmp_path / "out"),
-                                          beam_args=FAST_BEAM_ARGS))
+        driver.build(
+            options.BuildOptions(dataset="cifar10", output_dir=str(tmp_path / "out"), beam_args=FAST_BEAM_ARGS)
+        )
     assert not (tmp_path / "out").exists()

@@ -1,18 +1,28 @@
 """Keras dataset readers on tiny files written in the real distribution formats."""
+
 import hashlib
 import logging
 import os
+import pathlib
 import pickle
 import socket
 import tarfile
 
 import numpy as np
 import pytest
+from keras_files import (
+    cifar10_members,
+    cifar100_members,
+    member,
+    py2_pickle,
+    write_fashion,
+    write_idx,
+    write_mnist_npz,
+    write_tar,
+)
 
 from data_prep import keras_formats, keras_sources
 from data_prep.keras_formats import MalformedSourceError
-from keras_files import (cifar10_members, cifar100_members, member, py2_pickle, write_fashion, write_idx,
-                         write_mnist_npz, write_tar)
 
 LOGGER = "data_prep.keras_sources"
 
@@ -75,8 +85,11 @@ def test_mnist_npz_records_hash_and_warns_it_is_not_official(tmp_path, rng, capl
     assert source.class_names == tuple("0123456789") and source.coarse_class_names is None
     chunks = keras_sources.plan_chunks(source, chunk_size=3)
     assert [(c.split, c.member, c.start, c.stop) for c in chunks] == [
-        ("train", "x_train", 0, 3), ("train", "x_train", 3, 6), ("train", "x_train", 6, 7),
-        ("test", "x_test", 0, 3)]
+        ("train", "x_train", 0, 3),
+        ("train", "x_train", 3, 6),
+        ("train", "x_train", 6, 7),
+        ("test", "x_test", 0, 3),
+    ]
     assert pickle.loads(pickle.dumps((source, chunks))) == (source, chunks)
     _assert_examples(source, expected, chunk_size=3)
     # A folder holding mnist.npz is accepted too.
@@ -87,10 +100,8 @@ def test_official_hash_gives_no_warning(tmp_path, rng, caplog, monkeypatch):
     path = tmp_path / "mnist.npz"
     write_mnist_npz(path, rng)
     spec = keras_sources._SPECS["mnist"]
-    official = keras_sources._Download(spec.downloads[0].fname, spec.downloads[0].origin,
-                                       _sha256(path), True)
-    monkeypatch.setitem(keras_sources._SPECS, "mnist",
-                        keras_sources.dataclasses.replace(spec, downloads=(official,)))
+    official = keras_sources._Download(spec.downloads[0].fname, spec.downloads[0].origin, _sha256(path), True)
+    monkeypatch.setitem(keras_sources._SPECS, "mnist", keras_sources.dataclasses.replace(spec, downloads=(official,)))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         source = keras_sources.resolve_source("mnist", str(path))
     assert source.official is True and not caplog.records
@@ -102,8 +113,13 @@ def test_fashion_mnist_idx_folder(tmp_path, rng, caplog):
         source = keras_sources.resolve_source("fashion_mnist", str(tmp_path / "fashion"))
     assert source.format == keras_sources.IDX_GZ
     assert sorted(os.path.basename(f.path) for f in source.files) == sorted(
-        ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-         "t10k-labels-idx1-ubyte.gz"])
+        [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ]
+    )
     assert all(f.sha256 == _sha256(f.path) and f.official is False for f in source.files)
     assert caplog.text.count("differs from the official") == 4
     assert source.class_names[0] == "T-shirt/top" and len(source.class_names) == 10
@@ -139,8 +155,13 @@ def test_cifar10_archive(tmp_path, rng, caplog):
     assert [(f.path, f.sha256, f.official) for f in source.files] == [(path, _sha256(path), False)]
     assert "differs from the official" in caplog.text
     assert [(m.name, m.offset, m.num_examples) for m in source.members] == [
-        ("data_batch_1", 0, 3), ("data_batch_2", 3, 2), ("data_batch_3", 5, 3),
-        ("data_batch_4", 8, 2), ("data_batch_5", 10, 3), ("test_batch", 0, 4)]
+        ("data_batch_1", 0, 3),
+        ("data_batch_2", 3, 2),
+        ("data_batch_3", 5, 3),
+        ("data_batch_4", 8, 2),
+        ("data_batch_5", 10, 3),
+        ("test_batch", 0, 4),
+    ]
     assert source.class_names == keras_sources.CLASS_NAMES["cifar10"]
     assert all(c.stop - c.start <= 2 for c in keras_sources.plan_chunks(source, 2))
     _assert_examples(source, expected, chunk_size=2)
@@ -159,8 +180,8 @@ def test_cifar10_extracted_folder(tmp_path, rng, give_parent):
     source = keras_sources.resolve_source("cifar10", str(tmp_path if give_parent else folder))
     assert source.format == keras_sources.CIFAR_DIR and source.path == str(folder)
     assert {os.path.basename(f.path): (f.sha256, f.official) for f in source.files} == {
-        name: (_sha256(folder / name), None)
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}
+        name: (_sha256(folder / name), None) for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    }
     assert source.official is None
     _assert_examples(source, expected, chunk_size=5)
 
@@ -174,13 +195,15 @@ def test_cifar100_archive_fine_and_coarse_labels(tmp_path, rng):
     _assert_examples(source, expected, chunk_size=2)
 
 
-@pytest.mark.parametrize("cache_name", [
-    "cifar-10-batches-py-target_archive",  # Keras 3's get_file(extract=True) archive.
-    "cifar-10-python.tar.gz",  # The official file, dropped in by hand.
-    "cifar-10-batches-py.tar.gz",  # Keras 2's name.
-])
-def test_cifar10_found_in_keras_cache_without_network(tmp_path, rng, monkeypatch, no_network,
-                                                      cache_name):
+@pytest.mark.parametrize(
+    "cache_name",
+    [
+        "cifar-10-batches-py-target_archive",  # Keras 3's get_file(extract=True) archive.
+        "cifar-10-python.tar.gz",  # The official file, dropped in by hand.
+        "cifar-10-batches-py.tar.gz",  # Keras 2's name.
+    ],
+)
+def test_cifar10_found_in_keras_cache_without_network(tmp_path, rng, monkeypatch, no_network, cache_name):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     (tmp_path / "datasets").mkdir()
     members, expected = cifar10_members(rng)
@@ -205,20 +228,30 @@ def test_keras3_extracted_cifar100_folder_in_cache(tmp_path, rng, monkeypatch, n
     assert no_network == []
 
 
-@pytest.mark.parametrize("dataset, put, where", [
-    ("mnist", "mnist.npz (from https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz)",
-     "datasets"),
-    ("fashion_mnist", "train-labels-idx1-ubyte.gz, train-images-idx3-ubyte.gz, "
-     "t10k-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
-     "(from https://storage.googleapis.com/tensorflow/tf-keras-datasets/)", "datasets/fashion-mnist"),
-    ("cifar10", "cifar-10-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)",
-     "datasets"),
-    ("cifar100",
-     "cifar-100-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz)",
-     "datasets"),
-])
-def test_offline_and_not_cached_says_what_to_put_where(tmp_path, monkeypatch, no_network,
-                                                       dataset, put, where):
+@pytest.mark.parametrize(
+    "dataset, put, where",
+    [
+        ("mnist", "mnist.npz (from https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz)", "datasets"),
+        (
+            "fashion_mnist",
+            "train-labels-idx1-ubyte.gz, train-images-idx3-ubyte.gz, "
+            "t10k-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+            "(from https://storage.googleapis.com/tensorflow/tf-keras-datasets/)",
+            "datasets/fashion-mnist",
+        ),
+        (
+            "cifar10",
+            "cifar-10-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)",
+            "datasets",
+        ),
+        (
+            "cifar100",
+            "cifar-100-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz)",
+            "datasets",
+        ),
+    ],
+)
+def test_offline_and_not_cached_says_what_to_put_where(tmp_path, monkeypatch, no_network, dataset, put, where):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError) as error:
         keras_sources.resolve_source(dataset, None)
@@ -242,6 +275,7 @@ def test_chunk_cache_holds_one_source(tmp_path, rng):
 
 # Hostile and broken inputs.
 
+
 class _RunsCommand:
     def __init__(self, marker):
         self.marker = marker
@@ -264,13 +298,17 @@ def test_pickle_running_a_command_is_refused(tmp_path, rng):
     assert not marker.exists()  # ...ours does not.
 
 
-@pytest.mark.parametrize("bad", [
-    member("../x", b"escaped"),
-    member("/tmp/absolute_x", b"escaped"),
-    member("cifar-10-batches-py/data_batch_9", kind=tarfile.SYMTYPE, linkname="/etc/passwd"),
-    member("cifar-10-batches-py/data_batch_9", kind=tarfile.LNKTYPE, linkname="../../etc/passwd"),
-    member("cifar-10-batches-py/dev", kind=tarfile.CHRTYPE),
-], ids=["dotdot", "absolute", "symlink", "hardlink", "device"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        member("../x", b"escaped"),
+        member("/tmp/absolute_x", b"escaped"),
+        member("cifar-10-batches-py/data_batch_9", kind=tarfile.SYMTYPE, linkname="/etc/passwd"),
+        member("cifar-10-batches-py/data_batch_9", kind=tarfile.LNKTYPE, linkname="../../etc/passwd"),
+        member("cifar-10-batches-py/dev", kind=tarfile.CHRTYPE),
+    ],
+    ids=["dotdot", "absolute", "symlink", "hardlink", "device"],
+)
 def test_unsafe_tar_members_are_refused_without_writing(tmp_path, rng, bad):
     members, _ = cifar10_members(rng)
     archive_dir = tmp_path / "archive"
@@ -284,8 +322,7 @@ def test_unsafe_tar_members_are_refused_without_writing(tmp_path, rng, bad):
 
 def test_symlink_standing_in_for_a_batch_is_refused(tmp_path, rng):
     members, _ = cifar10_members(rng)
-    members[1] = member("cifar-10-batches-py/data_batch_1", kind=tarfile.SYMTYPE,
-                         linkname="test_batch")
+    members[1] = member("cifar-10-batches-py/data_batch_1", kind=tarfile.SYMTYPE, linkname="test_batch")
     path = write_tar(tmp_path / "cifar.tar.gz", members)
     with pytest.raises(MalformedSourceError, match="data_batch_1.*a link or special file"):
         keras_sources.resolve_source("cifar10", path)
@@ -304,13 +341,17 @@ def _corrupt_cifar10(rng, tmp_path, batch):
     return write_tar(tmp_path / "cifar.tar.gz", members)
 
 
-@pytest.mark.parametrize("batch, error", [
-    ({"data": np.zeros((2, 3000), np.uint8), "labels": [0, 1]}, r"'data' is ndarray \(2, 3000\)"),
-    ({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}, "expected uint8"),
-    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, r"range over \[0, 10\], expected \[0, 9\]"),
-    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "expected 2 integers"),
-    ([1, 2], "holds a list, not a CIFAR dict"),
-], ids=["shape", "dtype", "label_range", "label_count", "not_a_dict"])
+@pytest.mark.parametrize(
+    "batch, error",
+    [
+        ({"data": np.zeros((2, 3000), np.uint8), "labels": [0, 1]}, r"'data' is ndarray \(2, 3000\)"),
+        ({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}, "expected uint8"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, r"range over \[0, 10\], expected \[0, 9\]"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "expected 2 integers"),
+        ([1, 2], "holds a list, not a CIFAR dict"),
+    ],
+    ids=["shape", "dtype", "label_range", "label_count", "not_a_dict"],
+)
 def test_malformed_cifar_batches(tmp_path, rng, batch, error):
     path = _corrupt_cifar10(rng, tmp_path, batch)
     with pytest.raises(MalformedSourceError, match=rf"cifar.tar.gz \(data_batch_1\).*{error}"):
@@ -351,8 +392,8 @@ def test_idx_with_wrong_magic(tmp_path, rng):
 
 
 def _truncate(path):
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
+    data = pathlib.Path(path).read_bytes()
+    pathlib.Path(path).write_bytes(data[: len(data) // 2])
 
 
 def test_truncated_npz(tmp_path, rng):

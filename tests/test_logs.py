@@ -1,4 +1,5 @@
 """Library notices are kept out of what users see; real warnings and errors are not."""
+
 import errno
 import logging
 import os
@@ -22,25 +23,31 @@ NOTICES = [
     "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
     "appropriate compiler flags.\n",
 ]
-CUINIT = ("E0000 00:00:1796043917.599164   26097 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
-          "Failed call to cuInit: UNKNOWN ERROR (303)\n")
+CUINIT = (
+    "E0000 00:00:1796043917.599164   26097 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)\n"
+)
 
 
 def test_only_the_known_notices_are_dropped():
     assert all(logs._is_notice(line, has_gpu_driver=False) for line in NOTICES + [CUINIT])
     assert not logs._is_notice(CUINIT, has_gpu_driver=True), "with a GPU driver, a failed cuInit is a real error"
-    for real in ("E0000 00:00:1.0  1 op_kernel.cc:1] OP_REQUIRES failed: out of memory\n",
-                 "W0000 00:00:1.0  1 cpu_allocator_impl.cc:83] Allocation exceeds 10% of free system memory.\n",
-                 "UserWarning: something a user must know\n"):
+    for real in (
+        "E0000 00:00:1.0  1 op_kernel.cc:1] OP_REQUIRES failed: out of memory\n",
+        "W0000 00:00:1.0  1 cpu_allocator_impl.cc:83] Allocation exceeds 10% of free system memory.\n",
+        "UserWarning: something a user must know\n",
+    ):
         assert not logs._is_notice(real, has_gpu_driver=False)
 
 
 def test_starting_tensorflow_prints_no_notice_but_replays_what_else_reached_stderr():
-    code = ("import os; from data_prep import logs\n"
-            "with logs._stderr_without_notices():\n"
-            f"    os.write(2, {''.join(NOTICES).encode()!r})\n"
-            "    os.write(2, b'a real problem\\n')\n"
-            "import trainer\n")
+    code = (
+        "import os; from data_prep import logs\n"
+        "with logs._stderr_without_notices():\n"
+        f"    os.write(2, {''.join(NOTICES).encode()!r})\n"
+        "    os.write(2, b'a real problem\\n')\n"
+        "import trainer\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
@@ -71,7 +78,7 @@ def test_out_of_space_is_recognised_however_a_runner_wraps_it():
         try:
             raise full
         except OSError:
-            raise RuntimeError("wrapped")
+            raise RuntimeError("wrapped") from None  # Only the implicit context links them.
     except RuntimeError as wrapped:
         assert logs.is_out_of_space(wrapped)
     assert not logs.is_out_of_space(OSError(errno.EACCES, "Permission denied"))

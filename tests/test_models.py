@@ -1,4 +1,5 @@
 """Model architectures, output heads, VGG16 weights handling and (un)freezing."""
+
 import os
 import subprocess
 import sys
@@ -22,19 +23,33 @@ def mixed_float16():
 
 
 # Parameter counts published with the reference architectures.
-@pytest.mark.parametrize("name,input_shape,num_classes,params", [
-    ("lenet5", (28, 28, 1), 10, 61_706),  # LeCun et al. 1998: ~60k parameters; 61,706 with a 28x28 'same' first conv.
-    ("mnist_cnn", (28, 28, 1), 10, 34_826),  # keras.io Simple MNIST convnet summary.
-    ("catsdogs_cnn", (150, 150, 3), 2, 3_453_121),  # Chollet 5.2 model.summary().
-])
+@pytest.mark.parametrize(
+    "name,input_shape,num_classes,params",
+    [
+        (
+            "lenet5",
+            (28, 28, 1),
+            10,
+            61_706,
+        ),  # LeCun et al. 1998: ~60k parameters; 61,706 with a 28x28 'same' first conv.
+        ("mnist_cnn", (28, 28, 1), 10, 34_826),  # keras.io Simple MNIST convnet summary.
+        ("catsdogs_cnn", (150, 150, 3), 2, 3_453_121),  # Chollet 5.2 model.summary().
+    ],
+)
 def test_reference_parameter_counts(name, input_shape, num_classes, params):
     assert models.build_model(name, input_shape, num_classes).count_params() == params
 
 
-@pytest.mark.parametrize("name,input_shape", [
-    ("lenet5", (28, 28, 1)), ("mnist_cnn", (28, 28, 1)), ("separable_cnn", (28, 28, 1)),
-    ("cifar_cnn", (32, 32, 3)), ("catsdogs_cnn", (150, 150, 3)),
-])
+@pytest.mark.parametrize(
+    "name,input_shape",
+    [
+        ("lenet5", (28, 28, 1)),
+        ("mnist_cnn", (28, 28, 1)),
+        ("separable_cnn", (28, 28, 1)),
+        ("cifar_cnn", (32, 32, 3)),
+        ("catsdogs_cnn", (150, 150, 3)),
+    ],
+)
 @pytest.mark.parametrize("num_classes", [2, 10])
 def test_output_head_is_float32_sigmoid_or_softmax(mixed_float16, name, input_shape, num_classes):
     model = models.build_model(name, input_shape, num_classes)
@@ -91,7 +106,9 @@ def test_vgg16_loads_local_weights_file(tmp_path, file_format):
             legacy_h5_format.save_weights_to_hdf5_group(f, base)
     keras.utils.set_random_seed(2)
     loaded = models.build_model("vgg16_transfer", (32, 32, 3), 2, weights=path)
-    for a, b in zip(source.get_layer(models.VGG16_BASE).weights, loaded.get_layer(models.VGG16_BASE).weights):
+    for a, b in zip(
+        source.get_layer(models.VGG16_BASE).weights, loaded.get_layer(models.VGG16_BASE).weights, strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -111,13 +128,22 @@ def test_bad_model_arguments_are_explained(tmp_path):
 @pytest.mark.slow
 def test_missing_imagenet_weights_message_names_the_file(tmp_path):
     """Offline (a proxy on a closed port) with an empty Keras cache, as on this machine."""
-    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), https_proxy="http://127.0.0.1:9",
-               HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="", PYTHONPATH=REPO)
-    code = ("from trainer import models\n"
-            "try:\n"
-            "    models.build_model('vgg16_transfer', (32, 32, 3), 2, weights='imagenet')\n"
-            "except models.MissingWeightsError as e:\n"
-            "    print(e)\n")
+    env = dict(
+        os.environ,
+        KERAS_HOME=str(tmp_path / "keras"),
+        https_proxy="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        no_proxy="",
+        NO_PROXY="",
+        PYTHONPATH=REPO,
+    )
+    code = (
+        "from trainer import models\n"
+        "try:\n"
+        "    models.build_model('vgg16_transfer', (32, 32, 3), 2, weights='imagenet')\n"
+        "except models.MissingWeightsError as e:\n"
+        "    print(e)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     message = result.stdout
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message

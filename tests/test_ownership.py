@@ -1,4 +1,5 @@
 """Leftovers of interrupted builds: removed by the next build when no running build owns them, never otherwise."""
+
 import json
 import logging
 import os
@@ -13,8 +14,10 @@ from conftest import build_folder
 from data_prep import output, ownership
 
 # A process that starts a build's output (owner file and heartbeat) and then waits to be killed.
-OWNER_PROCESS = ("import sys, time; from data_prep import output; output.AtomicOutput(sys.argv[1], False); "
-                 "print('ready', flush=True); time.sleep(600)")
+OWNER_PROCESS = (
+    "import sys, time; from data_prep import output; output.AtomicOutput(sys.argv[1], False); "
+    "print('ready', flush=True); time.sleep(600)"
+)
 
 
 def leftovers(parent, name="out"):
@@ -36,8 +39,10 @@ def test_each_build_removes_what_builds_killed_with_kill_9_left(tmp_path, sample
         build_folder(sample_folder.parent, out)
     assert leftovers(tmp_path) == []
     removed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Removed ")]
-    assert removed == [f"Removed {tmp_path / killed}, left by an interrupted build: its build (process {owner.pid} on "
-                       "this host) is no longer running."]
+    assert removed == [
+        f"Removed {tmp_path / killed}, left by an interrupted build: its build (process {owner.pid} on "
+        "this host) is no longer running."
+    ]
     assert ownership.OWNER_FILE not in os.listdir(out)
 
 

@@ -4,6 +4,7 @@ metrics of an epoch that was interrupted and resumed.
 
 The process tests wait for a checkpoint file to appear (polling the directory), then signal the process.
 """
+
 import json
 import os
 import re
@@ -15,39 +16,66 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import build_folder, free_ports
+from multiworker_train import make_config, make_data
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from conftest import build_folder, free_ports
 from data_prep import images, sample_data
-from multiworker_train import make_config, make_data
 from trainer import checkpointing, export, history, input_pipeline, main, models, preemption, steps, summaries, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, BATCH, KEEP = 3, 4, 2
 # Every step is checkpointed, so a signal can land anywhere, mid-save included.
-COMMAND = [sys.executable, "-m", "trainer.main", "--config=configs/mnist_cnn.py", f"--epochs={EPOCHS}",
-           f"--global_batch_size={BATCH}", "--config.image_size=(32, 32)", "--config.steps_per_loop=1",
-           "--config.checkpoint_every_steps=1", f"--config.checkpoints_to_keep={KEEP}"]
-FINISHED_RUN = {checkpointing.BEST_SUBDIR, checkpointing.CHECKPOINT_SUBDIR, train.CONFIG_FILE, history.CSV_FILE,
-                history.PLOT_FILE, history.METRICS_FILE, summaries.SUMMARY_SUBDIR, export.EXPORT_SUBDIR}
+COMMAND = [
+    sys.executable,
+    "-m",
+    "trainer.main",
+    "--config=configs/mnist_cnn.py",
+    f"--epochs={EPOCHS}",
+    f"--global_batch_size={BATCH}",
+    "--config.image_size=(32, 32)",
+    "--config.steps_per_loop=1",
+    "--config.checkpoint_every_steps=1",
+    f"--config.checkpoints_to_keep={KEEP}",
+]
+FINISHED_RUN = {
+    checkpointing.BEST_SUBDIR,
+    checkpointing.CHECKPOINT_SUBDIR,
+    train.CONFIG_FILE,
+    history.CSV_FILE,
+    history.PLOT_FILE,
+    history.METRICS_FILE,
+    summaries.SUMMARY_SUBDIR,
+    export.EXPORT_SUBDIR,
+}
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """44 training images of 32x32 (11 steps of 4 per epoch), 33 for validation; returns (dir, steps per epoch)."""
     root = tmp_path_factory.mktemp("resume")
-    sample_data.write_sample_folder(str(root / "raw" / "PetImages"), images_per_class=40, min_side=40, max_side=64,
-                                    include_broken=False)
-    build_folder(root / "raw", root / "data", split="train:70,validation:30",
-                 image_options=images.ImageOptions(image_size=32, resize_policy="exact"))
+    sample_data.write_sample_folder(
+        str(root / "raw" / "PetImages"), images_per_class=40, min_side=40, max_side=64, include_broken=False
+    )
+    build_folder(
+        root / "raw",
+        root / "data",
+        split="train:70,validation:30",
+        image_options=images.ImageOptions(image_size=32, resize_policy="exact"),
+    )
     info = input_pipeline.open_dataset(str(root / "data"))
     return root / "data", input_pipeline.steps_per_epoch(info, "train", BATCH)
 
 
 def _start(data_dir, model_dir, *args, env=None):
-    return subprocess.Popen([*COMMAND, f"--data_dir={data_dir}", f"--model_dir={model_dir}", *args], cwd=REPO,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        [*COMMAND, f"--data_dir={data_dir}", f"--model_dir={model_dir}", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for_checkpoint(process, model_dir, timeout=120):
@@ -70,8 +98,7 @@ def _finish(process, expected_code):
 
 def _state(path):
     reader = tf.train.load_checkpoint(path)
-    values = {name: int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
-              for name in ("step", "epoch", "phase")}
+    values = {name: int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")) for name in ("step", "epoch", "phase")}
     values["iterations"] = int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
     return values
 
@@ -90,10 +117,12 @@ def _assert_finished(model_dir, steps_per_epoch):
     assert _state(final) == {"step": total, "epoch": EPOCHS, "phase": 1, "iterations": total}
     with open(model_dir / history.METRICS_FILE) as f:
         assert [(r["epoch"], r["step"]) for r in map(json.loads, f)] == [
-            (e, e * steps_per_epoch) for e in range(1, EPOCHS + 1)]
+            (e, e * steps_per_epoch) for e in range(1, EPOCHS + 1)
+        ]
     with open(model_dir / history.CSV_FILE) as f:
         assert [line.split(",")[:3] for line in f.read().splitlines()[1:]] == [
-            [str(e), "train", str(e * steps_per_epoch)] for e in range(1, EPOCHS + 1)]
+            [str(e), "train", str(e * steps_per_epoch)] for e in range(1, EPOCHS + 1)
+        ]
     assert (model_dir / history.PLOT_FILE).read_bytes().startswith(b"\x89PNG")
 
 
@@ -108,8 +137,12 @@ def test_kill_9_then_the_same_command_resumes_at_the_last_checkpoint(dataset, tm
     killed_at = checkpointing.latest_checkpoint(str(model_dir))
     state = _state(killed_at)
     assert 0 < state["step"] < EPOCHS * steps_per_epoch
-    assert state == {"step": state["step"], "epoch": state["step"] // steps_per_epoch, "phase": 0,
-                     "iterations": state["step"]}
+    assert state == {
+        "step": state["step"],
+        "epoch": state["step"] // steps_per_epoch,
+        "phase": 0,
+        "iterations": state["step"],
+    }
 
     log = _finish(_start(data_dir, model_dir), 0)
     assert f"Resuming from {killed_at}: phase 0, epoch {state['epoch']}, step {state['step']}." in log
@@ -132,24 +165,40 @@ def test_sigterm_saves_exits_42_and_the_rerun_completes(dataset, tmp_path):
     assert f"Resuming from {saved}:" in log
     _assert_finished(model_dir, steps_per_epoch)
     tags = {writer: _summary_tags(model_dir / summaries.SUMMARY_SUBDIR / writer) for writer in ("train", "validation")}
-    assert tags == {"train": {"loss", "accuracy", "learning_rate", "images_per_second", "augmented_inputs"},
-                    "validation": {"loss", "accuracy"}}
+    assert tags == {
+        "train": {"loss", "accuracy", "learning_rate", "images_per_second", "augmented_inputs"},
+        "validation": {"loss", "accuracy"},
+    }
 
 
 def _summary_tags(directory):
-    return {value.tag for path in tf.io.gfile.glob(str(directory / "events.out.tfevents.*"))
-            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    return {
+        value.tag
+        for path in tf.io.gfile.glob(str(directory / "events.out.tfevents.*"))
+        for event in tf.compat.v1.train.summary_iterator(path)
+        for value in event.summary.value
+    }
 
 
 def _start_workers(data_dir, model_dir):
     workers = [f"localhost:{port}" for port in free_ports(2)]
-    return [_start(data_dir, model_dir, "--strategy=multi_worker_mirrored", env={"TF_CONFIG": json.dumps(
-        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}) for index in range(2)]
+    return [
+        _start(
+            data_dir,
+            model_dir,
+            "--strategy=multi_worker_mirrored",
+            env={"TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})},
+        )
+        for index in range(2)
+    ]
 
 
 def _all_paths(directory):
-    return {os.path.relpath(os.path.join(root, name), directory)
-            for root, dirs, files in os.walk(directory) for name in dirs + files}
+    return {
+        os.path.relpath(os.path.join(root, name), directory)
+        for root, dirs, files in os.walk(directory)
+        for name in dirs + files
+    }
 
 
 @pytest.mark.slow
@@ -183,8 +232,9 @@ def test_kill_9_of_the_non_chief_ends_the_chief_and_restarting_both_finishes_the
         log, _ = chief.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         chief.kill()
-        pytest.fail(f"the chief did not exit within 120 s of the non-chief's kill -9:\n"
-                    f"{chief.communicate()[0][-3000:]}")
+        pytest.fail(
+            f"the chief did not exit within 120 s of the non-chief's kill -9:\n{chief.communicate()[0][-3000:]}"
+        )
     assert chief.returncode > 0 and chief.returncode != 42, log[-3000:]
     saved = checkpointing.latest_checkpoint(str(model_dir))
     assert 0 < _state(saved)["step"] < EPOCHS * steps_per_epoch
@@ -205,16 +255,22 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
 
     def poisoned_input_fn(context):
         """NaN images from batch 5 on: with batch 0 logged as images, training step 5 sees the first."""
-        return clean.train_input_fn(context).enumerate().map(
-            lambda i, batch: (tf.where(i >= 5, np.nan, batch[0]), batch[1]))
+        return (
+            clean.train_input_fn(context)
+            .enumerate()
+            .map(lambda i, batch: (tf.where(i >= 5, np.nan, batch[0]), batch[1]))
+        )
 
     config = make_config(str(tmp_path), steps_per_loop=2, checkpoint_every_steps=2)
     poisoned = train.Data(**{**clean.__dict__, "train_input_fn": poisoned_input_fn})
     with pytest.raises(train.NonFiniteLossError) as error:
         train.train_and_evaluate(config, tf.distribute.get_strategy(), poisoned)
     message = str(error.value)
-    match = re.fullmatch(r"[^\n]*NaN or Inf \w+ step (\d+) \(epoch 1, phase train\); stopped without saving\. "
-                         r"Last good checkpoint: (\S+)\. Lower the learning rate or check the data\.", message)
+    match = re.fullmatch(
+        r"[^\n]*NaN or Inf \w+ step (\d+) \(epoch 1, phase train\); stopped without saving\. "
+        r"Last good checkpoint: (\S+)\. Lower the learning rate or check the data\.",
+        message,
+    )
     assert match, message
     failed_at, last_good = int(match.group(1)), match.group(2)
     assert failed_at >= 5  # No step before the poisoned data is blamed.
@@ -240,7 +296,11 @@ def test_best_model_early_stopping_and_rerunning_a_finished_run(tmp_path):
     with open(tmp_path / checkpointing.BEST_SUBDIR / checkpointing.BEST_INFO_FILE) as f:
         info = json.load(f)
     assert (info["metric"], info["value"], info["epoch"], info["step"]) == (
-        "val_accuracy", best["val_accuracy"], best["epoch"], best["step"])
+        "val_accuracy",
+        best["val_accuracy"],
+        best["epoch"],
+        best["step"],
+    )
     assert checkpointing.best_or_latest_checkpoint(str(tmp_path)) == info["checkpoint"]
     assert info["checkpoint"].endswith(f"ckpt-{best['step']}")
     model = models.build_model("lenet5", (16, 16, 1), 2)
@@ -258,13 +318,16 @@ def test_best_model_early_stopping_and_rerunning_a_finished_run(tmp_path):
 def _stopping_agreement(stop_at_call):
     """A stand-in for train._make_any_worker: as if a termination signal arrived before its `stop_at_call`-th
     check (one check per `steps_per_loop` steps)."""
+
     def make_any_worker(strategy):
         calls = []
 
         def any_worker(flag):
             calls.append(flag)
             return tf.constant(float(len(calls) == stop_at_call))
+
         return any_worker
+
     return make_any_worker
 
 
@@ -277,8 +340,9 @@ def test_vgg16_resumes_in_its_phase_with_that_phase_optimizer(tmp_path, monkeypa
     recorded). Signals are simulated here by the cross-worker agreement (the real path is tested above).
     """
     model_dir = tmp_path / "run"
-    config = make_config(str(model_dir), epochs=1, steps_per_loop=1, checkpoint_every_steps=0, optimizer="rmsprop",
-                         learning_rate=1e-3)
+    config = make_config(
+        str(model_dir), epochs=1, steps_per_loop=1, checkpoint_every_steps=0, optimizer="rmsprop", learning_rate=1e-3
+    )
     config.model.update(name="vgg16_transfer", weights="none", freeze_base=True)
     config.fine_tune.update(epochs=2, learning_rate=1e-3)
     data = make_data(8, num_train=16, image_shape=(32, 32, 3))
@@ -303,16 +367,26 @@ def test_vgg16_resumes_in_its_phase_with_that_phase_optimizer(tmp_path, monkeypa
     monkeypatch.setattr(checkpointing, "restore_state", restore_and_record)
     _, records = train.train_and_evaluate(config, tf.distribute.get_strategy(), data)
     assert [path for path, _ in restored_models] == [saved]
-    model_paths = [key.split("/.ATTRIBUTES/")[0] for key in tf.train.load_checkpoint(restored_models[0][1])
-                   .get_variable_to_shape_map() if key.startswith("model/")]
+    model_paths = [
+        key.split("/.ATTRIBUTES/")[0]
+        for key in tf.train.load_checkpoint(restored_models[0][1]).get_variable_to_shape_map()
+        if key.startswith("model/")
+    ]
     restored_weights, saved_weights = (_values_at(path, model_paths) for path in (restored_models[0][1], saved))
     assert len(model_paths) == 30  # VGG16's 13 convolutions and the 2 dense layers of the head, kernel and bias.
     assert [path for path in model_paths if not np.array_equal(restored_weights[path], saved_weights[path])] == []
     assert [(r["phase"], r["epoch"], r["step"]) for r in records] == [
-        ("train", 1, 2), ("fine_tune", 2, 4), ("fine_tune", 3, 6)]
+        ("train", 1, 2),
+        ("fine_tune", 2, 4),
+        ("fine_tune", 3, 6),
+    ]
     # The fine_tune optimizer ran all 4 of its steps: restored after 1, fresh at the boundary.
     assert _state(checkpointing.latest_checkpoint(str(model_dir))) == {
-        "step": 6, "epoch": 3, "phase": 2, "iterations": 4}
+        "step": 6,
+        "epoch": 3,
+        "phase": 2,
+        "iterations": 4,
+    }
 
 
 def _values_at(checkpoint, object_paths):
@@ -324,13 +398,14 @@ def _values_at(checkpoint, object_paths):
     """
     reader = tf.train.load_checkpoint(checkpoint)
     graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
-        reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+    )
 
     def value(object_path):
         node = graph.nodes[0]
         for name in object_path.split("/"):
             node = graph.nodes[next(child.node_id for child in node.children if child.local_name == name)]
-        key, = (attribute.checkpoint_key for attribute in node.attributes if attribute.name == "VARIABLE_VALUE")
+        (key,) = (attribute.checkpoint_key for attribute in node.attributes if attribute.name == "VARIABLE_VALUE")
         return reader.get_tensor(key)
 
     return {path: value(path) for path in object_paths}
@@ -349,14 +424,16 @@ def _same_batch_config(model_dir):
 
 @pytest.fixture(scope="module")
 def uninterrupted_same_batch_run(tmp_path_factory):
-    _, records = train.train_and_evaluate(_same_batch_config(tmp_path_factory.mktemp("uninterrupted")),
-                                          tf.distribute.get_strategy(), _same_batch_data())
+    _, records = train.train_and_evaluate(
+        _same_batch_config(tmp_path_factory.mktemp("uninterrupted")), tf.distribute.get_strategy(), _same_batch_data()
+    )
     return records
 
 
 @pytest.mark.parametrize("stop_at_step", [2, 4, 7])
-def test_a_resumed_epoch_logs_the_loss_and_accuracy_of_all_its_steps(tmp_path, monkeypatch,
-                                                                     uninterrupted_same_batch_run, stop_at_step):
+def test_a_resumed_epoch_logs_the_loss_and_accuracy_of_all_its_steps(
+    tmp_path, monkeypatch, uninterrupted_same_batch_run, stop_at_step
+):
     """The interrupted epoch's history row sums its steps before the stop (restored from the checkpoint) and those
     after it, so it equals an uninterrupted run's row; a resume that lost the partial sums would log less.
 
@@ -368,16 +445,20 @@ def test_a_resumed_epoch_logs_the_loss_and_accuracy_of_all_its_steps(tmp_path, m
         with pytest.raises(preemption.Preempted, match=f"at step {stop_at_step} "):
             train.train_and_evaluate(config, tf.distribute.get_strategy(), data)
     saved = tf.train.load_checkpoint(checkpointing.latest_checkpoint(str(tmp_path)))
-    partial = {name: saved.get_tensor(f"epoch_{name}/.ATTRIBUTES/VARIABLE_VALUE") for name in ("loss", "correct",
-                                                                                                "count")}
+    partial = {
+        name: saved.get_tensor(f"epoch_{name}/.ATTRIBUTES/VARIABLE_VALUE") for name in ("loss", "correct", "count")
+    }
     steps_into_epoch = (stop_at_step - 1) % 4 + 1
     assert partial["count"] == 8 * steps_into_epoch
     assert partial["loss"] > 0 and partial["correct"] > 0  # Sums that a resume could lose.
 
     _, records = train.train_and_evaluate(config, tf.distribute.get_strategy(), data)
     expected = uninterrupted_same_batch_run
-    assert [(r["phase"], r["epoch"], r["step"]) for r in records] == [
-        (r["phase"], r["epoch"], r["step"]) for r in expected] == [("train", 1, 4), ("train", 2, 8)]
-    for row, expected_row in zip(records, expected):
+    assert (
+        [(r["phase"], r["epoch"], r["step"]) for r in records]
+        == [(r["phase"], r["epoch"], r["step"]) for r in expected]
+        == [("train", 1, 4), ("train", 2, 8)]
+    )
+    for row, expected_row in zip(records, expected, strict=True):
         for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert row[metric] == pytest.approx(expected_row[metric], rel=1e-6), (row["epoch"], metric)

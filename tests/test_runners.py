@@ -3,7 +3,9 @@
 Beam's portable runner with an external worker pool speaks the Fn API that Flink, Spark and Dataflow Runner v2 speak:
 the job is submitted to a job service, artifacts are staged, and the DoFns run in separate SDK worker processes.
 """
+
 import concurrent.futures
+import contextlib
 import dataclasses
 import glob
 import logging
@@ -33,8 +35,13 @@ def start_service(module, port_flag, port, log_path, path_first=VENV_BIN):
     """
     env = {**os.environ, "PATH": path_first + os.pathsep + os.environ["PATH"]}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", module, f"{port_flag}={port}"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, f"{port_flag}={port}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
@@ -44,34 +51,32 @@ def start_service(module, port_flag, port, log_path, path_first=VENV_BIN):
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             stop_service(process)
-            pytest.fail(f"{module} did not listen on port {port}:\n{open(log_path).read()}")
+            pytest.fail(f"{module} did not listen on port {port}:\n{pathlib.Path(log_path).read_text()}")
         time.sleep(0.05)  # Polling interval only; the connection above is the synchronisation.
 
 
 def stop_service(process):
     """Terminates the service's process group (a stopped one too), then kills what is left of it."""
     for sig in (signal.SIGTERM, signal.SIGCONT):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # The pool's SDK workers outlive a terminated pool.
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
 @pytest.fixture(scope="module")
 def job_endpoint(tmp_path_factory):
     """A local job service: runs submitted jobs on the SDK workers that the job's environment names."""
-    port, = free_ports(1)
-    process = start_service("apache_beam.runners.portability.local_job_service_main", "--port", port,
-                            tmp_path_factory.mktemp("job_service") / "log.txt")
+    (port,) = free_ports(1)
+    process = start_service(
+        "apache_beam.runners.portability.local_job_service_main",
+        "--port",
+        port,
+        tmp_path_factory.mktemp("job_service") / "log.txt",
+    )
     yield f"localhost:{port}"
     stop_service(process)
 
@@ -89,14 +94,22 @@ def start_worker_pool(tmp_path):
     started = []
 
     def start(job_endpoint, path_first=VENV_BIN):
-        port, = free_ports(1)
+        (port,) = free_ports(1)
         log_path = tmp_path / f"worker_pool_{port}.txt"
-        process = start_service("apache_beam.runners.worker.worker_pool_main", "--service_port", port, log_path,
-                                path_first)
+        process = start_service(
+            "apache_beam.runners.worker.worker_pool_main", "--service_port", port, log_path, path_first
+        )
         started.append(process)
-        return WorkerPool(process, log_path, (
-            "--runner=PortableRunner", f"--job_endpoint={job_endpoint}", "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{port}"))
+        return WorkerPool(
+            process,
+            log_path,
+            (
+                "--runner=PortableRunner",
+                f"--job_endpoint={job_endpoint}",
+                "--environment_type=EXTERNAL",
+                f"--environment_config=localhost:{port}",
+            ),
+        )
 
     yield start
     for process in started:
@@ -113,8 +126,7 @@ def fine_progress(monkeypatch):
 def copies_folder(tmp_path_factory):
     """1000 copies of one 1000x800 photo: a build of a few seconds on external workers, long enough to stop mid-way."""
     source, root = tmp_path_factory.mktemp("photo"), tmp_path_factory.mktemp("copies")
-    sample_data.write_sample_folder(str(source), images_per_class=1, min_side=800, max_side=1000,
-                                    include_broken=False)
+    sample_data.write_sample_folder(str(source), images_per_class=1, min_side=800, max_side=1000, include_broken=False)
     for class_name in ("Cat", "Dog"):
         (root / class_name).mkdir()
         for i in range(500):
@@ -148,7 +160,8 @@ def wait_for_progress(datasets_dir, build, timeout_s=60):
 
 @pytest.mark.slow
 def test_portable_runner_with_external_workers_builds_byte_identical_output(
-        tmp_path, sample_folder, sample_dataset, job_endpoint, start_worker_pool, caplog):
+    tmp_path, sample_folder, sample_dataset, job_endpoint, start_worker_pool, caplog
+):
     pool = start_worker_pool(job_endpoint)
     with caplog.at_level(logging.INFO):
         report = build_folder(sample_folder.parent, tmp_path / "portable", beam_args=pool.beam_args)
@@ -159,9 +172,11 @@ def test_portable_runner_with_external_workers_builds_byte_identical_output(
     for name in names:
         assert (tmp_path / "portable" / name).read_bytes() == (in_process / name).read_bytes(), name
     counts = report["counts"]
-    assert (f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
-            f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
-            f"skipped={counts['skipped']}") in [r.getMessage() for r in caplog.records]
+    assert (
+        f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
+        f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
+        f"skipped={counts['skipped']}"
+    ) in [r.getMessage() for r in caplog.records]
 
 
 def test_a_runner_given_by_module_path_gets_the_options_its_module_registers():
@@ -173,11 +188,14 @@ def test_a_runner_given_by_module_path_gets_the_options_its_module_registers():
     assert beam_options.get_all_options()["cluster_address"] == "tcp://scheduler:8786"
 
 
-@pytest.mark.parametrize("name,message", [
-    ("no_such_package.ClusterRunner", "ModuleNotFoundError: No module named 'no_such_package'"),
-    ("apache_beam.runners.portability.portable_runner.NoSuchRunner", "AttributeError"),
-    ("Flinkk", "Unexpected pipeline runner: Flinkk"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("no_such_package.ClusterRunner", "ModuleNotFoundError: No module named 'no_such_package'"),
+        ("apache_beam.runners.portability.portable_runner.NoSuchRunner", "AttributeError"),
+        ("Flinkk", "Unexpected pipeline runner: Flinkk"),
+    ],
+)
 def test_a_runner_that_cannot_be_loaded_is_one_line_naming_the_flag(name, message):
     with pytest.raises(options.UserError) as error:
         runners.pipeline_options([f"--runner={name}"])
@@ -192,7 +210,8 @@ def test_beams_short_runner_names_are_loaded_as_beam_resolves_them(name):
 
 @pytest.mark.slow
 def test_workers_without_beam_fail_the_build_within_the_stall_timeout(
-        tmp_path, sample_folder, job_endpoint, start_worker_pool, fine_progress):
+    tmp_path, sample_folder, job_endpoint, start_worker_pool, fine_progress
+):
     python_without_beam = tmp_path / "bin" / "python"  # The venv's interpreter without its site-packages.
     python_without_beam.parent.mkdir()
     python_without_beam.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
@@ -215,13 +234,19 @@ def test_workers_without_beam_fail_the_build_within_the_stall_timeout(
 
 @pytest.mark.slow
 def test_a_worker_frozen_mid_build_fails_the_build_within_the_stall_timeout(
-        tmp_path, copies_folder, job_endpoint, start_worker_pool, fine_progress):
+    tmp_path, copies_folder, job_endpoint, start_worker_pool, fine_progress
+):
     pool = start_worker_pool(job_endpoint)
     datasets = tmp_path / "datasets"
     datasets.mkdir()
     stall_timeout_s = 3
-    build = build_in_thread(copies_folder, datasets / "out", beam_args=pool.beam_args, stall_timeout_s=stall_timeout_s,
-                            image_options=images.ImageOptions(image_size=256))
+    build = build_in_thread(
+        copies_folder,
+        datasets / "out",
+        beam_args=pool.beam_args,
+        stall_timeout_s=stall_timeout_s,
+        image_options=images.ImageOptions(image_size=256),
+    )
     wait_for_progress(datasets, build)
     os.killpg(pool.process.pid, signal.SIGSTOP)  # The pool and its SDK worker: alive, connected, and doing nothing.
     frozen = time.monotonic()
@@ -233,17 +258,24 @@ def test_a_worker_frozen_mid_build_fails_the_build_within_the_stall_timeout(
 
 @pytest.mark.slow
 def test_a_worker_pool_killed_mid_build_fails_the_build(
-        tmp_path, copies_folder, job_endpoint, start_worker_pool, fine_progress):
+    tmp_path, copies_folder, job_endpoint, start_worker_pool, fine_progress
+):
     pool = start_worker_pool(job_endpoint)
     datasets = tmp_path / "datasets"
     datasets.mkdir()
-    build = build_in_thread(copies_folder, datasets / "out", beam_args=pool.beam_args, stall_timeout_s=10,
-                            image_options=images.ImageOptions(image_size=256))
+    build = build_in_thread(
+        copies_folder,
+        datasets / "out",
+        beam_args=pool.beam_args,
+        stall_timeout_s=10,
+        image_options=images.ImageOptions(image_size=256),
+    )
     wait_for_progress(datasets, build)
     os.killpg(pool.process.pid, signal.SIGKILL)  # The pool and its SDK worker.
     killed = time.monotonic()
     error = build.exception(timeout=30)
-    # Beam sees the closed connection and fails the job (about 1 s here); were it to wait, the stall timeout would end it.
+    # Beam sees the closed connection and fails the job (about 1 s here); were it to wait, the stall timeout would
+    # end it.
     assert isinstance(error, (RuntimeError, runners.JobStalled)), error
     assert time.monotonic() - killed < 30
     assert os.listdir(datasets) == [], "nothing committed, no temporary directory left"
@@ -286,8 +318,11 @@ def test_a_job_is_stalled_only_once_it_stops_processing_files_and_beginning_shar
     runners.wait_for_job(working, watcher, "FakeRunner", stall_timeout_s)
     assert not working.cancelled
     stopped, start = FakeJob(), time.monotonic()
-    with pytest.raises(runners.JobStalled, match=r"^--runner=FakeRunner: no file processed and no shard begun for "
-                                                r"\d+ s \(--stall_timeout_s=1; 10 / 10 files done\), job cancelled; "):
+    with pytest.raises(
+        runners.JobStalled,
+        match=r"^--runner=FakeRunner: no file processed and no shard begun for "
+        r"\d+ s \(--stall_timeout_s=1; 10 / 10 files done\), job cancelled; ",
+    ):
         runners.wait_for_job(stopped, watcher, "FakeRunner", stall_timeout_s)
     assert stopped.cancelled and stall_timeout_s < time.monotonic() - start < stall_timeout_s + 5
     watcher.stop()

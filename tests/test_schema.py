@@ -1,5 +1,6 @@
 """The dataset contract: our serializer against TensorFlow's, metadata.json as a typed object, and no TensorFlow
 or Beam where they are not needed."""
+
 import json
 import subprocess
 import sys
@@ -14,16 +15,24 @@ from data_prep import schema, stats
 @pytest.mark.parametrize("label,coarse,source", [(0, None, ""), (-3, 2**40, ""), (7, 1, "a" * 64)])
 def test_serialized_bytes_equal_tensorflows(label, coarse, source):
     image = bytes(range(256)) * 50
-    ours = schema.serialize_example(image, "Cat/ü 1.jpg", "k" * 64, label, coarse_label=coarse,
-                                    augment_source_key=source, augment_params={"zoom": 1.1} if source else None)
+    ours = schema.serialize_example(
+        image,
+        "Cat/ü 1.jpg",
+        "k" * 64,
+        label,
+        coarse_label=coarse,
+        augment_source_key=source,
+        augment_params={"zoom": 1.1} if source else None,
+    )
     feature = {
         schema.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
         schema.FILENAME: tf.train.Feature(bytes_list=tf.train.BytesList(value=["Cat/ü 1.jpg".encode()])),
         schema.KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"k" * 64])),
         schema.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         schema.AUGMENT_SOURCE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()])),
-        schema.AUGMENT_PARAMS: tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[b'{"zoom": 1.1}' if source else b""])),
+        schema.AUGMENT_PARAMS: tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b'{"zoom": 1.1}' if source else b""])
+        ),
     }
     if coarse is not None:
         feature[schema.COARSE_LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[coarse]))
@@ -34,8 +43,10 @@ def test_serialized_bytes_equal_tensorflows(label, coarse, source):
 
 
 def test_beam_worker_modules_do_not_import_tensorflow():
-    code = ("import sys; import data_prep.folders, data_prep.pipeline, data_prep.keras_pipeline, data_prep.stats; "
-            "print('tensorflow' in sys.modules)")
+    code = (
+        "import sys; import data_prep.folders, data_prep.pipeline, data_prep.keras_pipeline, data_prep.stats; "
+        "print('tensorflow' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -55,16 +66,23 @@ def test_metadata_reads_back_to_the_very_file_a_build_wrote(sample_dataset, tmp_
     metadata.write(str(tmp_path))
     assert (tmp_path / schema.METADATA_FILE).read_bytes() == (out / schema.METADATA_FILE).read_bytes()
     assert [p.rsplit("/", 1)[1] for p in metadata.shard_paths(str(out), "train")] == sorted(
-        p.name for p in out.iterdir() if p.name.startswith("catsdogs-train.tfrecord-"))
+        p.name for p in out.iterdir() if p.name.startswith("catsdogs-train.tfrecord-")
+    )
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda m: m["splits"]["train"].update(num_examples=1), "splits: train: num_examples=1 but its"),
-    (lambda m: m["image"].pop("channels"), "image: missing fields ['channels']"),
-    (lambda m: m["augmentation"].update(rotation=2.0), "augmentation: augmentation rotation=2.0: must be in [0, 1)"),
-    (lambda m: m.update(statistics={"mean": [1.0]}), "statistics: missing fields"),
-    (lambda m: m.update(colour="blue"), "unknown fields ['colour']"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m["splits"]["train"].update(num_examples=1), "splits: train: num_examples=1 but its"),
+        (lambda m: m["image"].pop("channels"), "image: missing fields ['channels']"),
+        (
+            lambda m: m["augmentation"].update(rotation=2.0),
+            "augmentation: augmentation rotation=2.0: must be in [0, 1)",
+        ),
+        (lambda m: m.update(statistics={"mean": [1.0]}), "statistics: missing fields"),
+        (lambda m: m.update(colour="blue"), "unknown fields ['colour']"),
+    ],
+)
 def test_a_malformed_field_is_named_with_what_to_do(sample_dataset, tmp_path, edit, message):
     out, _ = sample_dataset
     values = json.loads((out / schema.METADATA_FILE).read_text())

@@ -1,4 +1,5 @@
 """The training loop on one device with in-memory data: metrics, evaluation, checkpoints, precision, phases."""
+
 import json
 import os
 import re
@@ -9,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from multiworker_train import make_arrays, make_config, make_data
+
 from trainer import config_fields, distribution, models, steps, train
 
 
@@ -50,11 +51,14 @@ def test_checkpoint_holds_model_optimizer_and_counters(trained):
     assert latest.endswith("ckpt-16")  # Numbered by step.
     reader = tf.train.load_checkpoint(latest)
     assert [reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE") for name in ("epoch", "step", "phase")] == [
-        2, 16, 1]  # Phase 1 of 1: training is over.
+        2,
+        16,
+        1,
+    ]  # Phase 1 of 1: training is over.
     assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 16
     restored = models.build_model("lenet5", (16, 16, 1), 2)
     tf.train.Checkpoint(model=restored).restore(latest).expect_partial()
-    for a, b in zip(_weights(model), _weights(restored)):
+    for a, b in zip(_weights(model), _weights(restored), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -62,8 +66,9 @@ def test_evaluation_counts_each_example_once_including_the_partial_batch(trained
     config, model, history = trained
     images, labels = make_arrays(33, seed=2)
     probs = np.asarray(model(images, training=False))[:, 0]
-    expected_loss = np.mean(np.asarray(keras.losses.binary_crossentropy(labels[:, None].astype(np.float32),
-                                                                         probs[:, None])))
+    expected_loss = np.mean(
+        np.asarray(keras.losses.binary_crossentropy(labels[:, None].astype(np.float32), probs[:, None]))
+    )
     expected_accuracy = np.mean((probs > 0.5) == labels)
     assert history[-1]["val_loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert history[-1]["val_accuracy"] == pytest.approx(expected_accuracy)
@@ -84,11 +89,12 @@ def test_a_checkpoint_whose_counters_do_not_fit_the_config_is_refused(trained, t
     shutil.copytree(os.path.join(config.model_dir, train.CHECKPOINT_SUBDIR), model_dir / train.CHECKPOINT_SUBDIR)
     before = sorted(os.listdir(model_dir / train.CHECKPOINT_SUBDIR))
     latest = tf.train.latest_checkpoint(str(model_dir / train.CHECKPOINT_SUBDIR))
-    message = (f"{latest} (epoch 2, step 16, phase 1) does not fit this config (16 steps per epoch, 1 phases): "
-               "resume with the run's own config.json, or train in a new --model_dir.")
+    message = (
+        f"{latest} (epoch 2, step 16, phase 1) does not fit this config (16 steps per epoch, 1 phases): "
+        "resume with the run's own config.json, or train in a new --model_dir."
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
-        train.train_and_evaluate(make_config(str(model_dir)), tf.distribute.get_strategy(),
-                                 make_data(8, num_train=128))
+        train.train_and_evaluate(make_config(str(model_dir)), tf.distribute.get_strategy(), make_data(8, num_train=128))
     assert sorted(os.listdir(model_dir / train.CHECKPOINT_SUBDIR)) == before
 
 
@@ -101,11 +107,13 @@ def test_evaluation_refuses_a_split_of_the_wrong_size(tmp_path):
 
 def test_one_device_and_xla_match_the_default_strategy(trained, tmp_path):
     _, reference, _ = trained
-    one_device, _ = train.train_and_evaluate(make_config(str(tmp_path / "one")),
-                                             distribution.make_strategy("one_device"), make_data(8))
-    jit, _ = train.train_and_evaluate(make_config(str(tmp_path / "jit"), jit_compile=True),
-                                      tf.distribute.get_strategy(), make_data(8))
-    for a, b, c in zip(_weights(reference), _weights(one_device), _weights(jit)):
+    one_device, _ = train.train_and_evaluate(
+        make_config(str(tmp_path / "one")), distribution.make_strategy("one_device"), make_data(8)
+    )
+    jit, _ = train.train_and_evaluate(
+        make_config(str(tmp_path / "jit"), jit_compile=True), tf.distribute.get_strategy(), make_data(8)
+    )
+    for a, b, c in zip(_weights(reference), _weights(one_device), _weights(jit), strict=True):
         np.testing.assert_allclose(b, a, atol=1e-6)
         np.testing.assert_allclose(c, a, atol=1e-4)
 
@@ -143,10 +151,13 @@ def test_vgg16_two_phases_train_the_head_then_block5(tmp_path):
     def changed_layers(before, after_checkpoint):
         after = build()
         tf.train.Checkpoint(model=after).restore(
-            os.path.join(tmp_path, train.CHECKPOINT_SUBDIR, after_checkpoint)).expect_partial()
+            os.path.join(tmp_path, train.CHECKPOINT_SUBDIR, after_checkpoint)
+        ).expect_partial()
         names = []
-        for layer_before, layer_after in zip(_all_layers(before), _all_layers(after)):
-            if any(not np.array_equal(a, b) for a, b in zip(_weights(layer_before), _weights(layer_after))):
+        for layer_before, layer_after in zip(_all_layers(before), _all_layers(after), strict=True):
+            if any(
+                not np.array_equal(a, b) for a, b in zip(_weights(layer_before), _weights(layer_after), strict=True)
+            ):
                 names.append(layer_before.name)
         return after, names
 
@@ -173,7 +184,9 @@ def test_phases_and_config_checks():
     config.model.update(name="vgg16_transfer", freeze_base=True)
     config.fine_tune.epochs = 3
     assert [(p.name, p.epochs, p.unfreeze_from) for p in train.phases(config)] == [
-        ("train", 2, None), ("fine_tune", 3, "block5_conv1")]
+        ("train", 2, None),
+        ("fine_tune", 3, "block5_conv1"),
+    ]
     config.epochs = 0
     assert [p.name for p in train.phases(config)] == ["fine_tune"]
     config_fields.validate(config)

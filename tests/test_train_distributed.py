@@ -3,6 +3,7 @@
 Logical CPU devices and TF_CONFIG must be set before TensorFlow initializes, so every run is
 a subprocess of tests/multiworker_train.py; the one-device reference runs in this process.
 """
+
 import json
 import os
 import subprocess
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import free_ports
-
 from multiworker_train import make_config, make_data
+
 from trainer import checkpointing, history, summaries, train
 
 pytestmark = pytest.mark.slow
@@ -27,16 +28,18 @@ WEIGHTS_ATOL, VAL_LOSS_REL = 1e-6, 1e-6
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The same run (lenet5, SGD, no dropout) on the default strategy."""
-    model, history = train.train_and_evaluate(make_config(str(tmp_path_factory.mktemp("reference"))),
-                                              tf.distribute.get_strategy(), make_data(8))
+    model, history = train.train_and_evaluate(
+        make_config(str(tmp_path_factory.mktemp("reference"))), tf.distribute.get_strategy(), make_data(8)
+    )
     return [np.asarray(w) for w in model.weights], history
 
 
 def _start(tmp_path, name, *args, model_dir=None, env=None):
     out = tmp_path / f"{name}.npz"
     command = [sys.executable, SCRIPT, f"--out={out}", f"--model_dir={model_dir or tmp_path / name}", *args]
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     return process, out
 
 
@@ -54,13 +57,15 @@ def _finish(process, out):
         else:
             weight, replica = (int(n) for n in rest)
             weights.setdefault(replica, {})[weight] = result[key]
-    return {run: ([[copy[i] for i in sorted(copy)] for _, copy in sorted(weights.items())], history)
-            for run, (weights, history) in runs.items()}
+    return {
+        run: ([[copy[i] for i in sorted(copy)] for _, copy in sorted(weights.items())], history)
+        for run, (weights, history) in runs.items()
+    }
 
 
 def _assert_same(weights, expected, atol):
     assert len(weights) == len(expected)
-    for a, b in zip(weights, expected):
+    for a, b in zip(weights, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=atol)
 
 
@@ -71,8 +76,17 @@ def _without_timing(history):
 def test_mirrored_on_two_cpus_keeps_replicas_in_sync_and_matches_one_device(tmp_path, reference):
     # lenet5 (no dropout) must match the one-device run, with and without XLA; cifar_cnn adds
     # synchronized BatchNorm and dropout under float16 loss scaling.
-    results = _finish(*_start(tmp_path, "mirrored", "--strategy=mirrored", "--num_cpu_devices=2",
-                              "--run=lenet5", "--run=lenet5:jit", "--run=cifar_cnn:mixed_float16"))
+    results = _finish(
+        *_start(
+            tmp_path,
+            "mirrored",
+            "--strategy=mirrored",
+            "--num_cpu_devices=2",
+            "--run=lenet5",
+            "--run=lenet5:jit",
+            "--run=cifar_cnn:mixed_float16",
+        )
+    )
     expected_weights, expected_history = reference
     assert sorted(results) == ["cifar_cnn:mixed_float16", "lenet5", "lenet5:jit"]
     for name, (replicas, records) in results.items():
@@ -91,19 +105,34 @@ def test_multi_worker_mirrored_on_two_processes(tmp_path, reference):
     runs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        runs.append(_start(tmp_path, f"worker{index}", "--strategy=multi_worker_mirrored", model_dir=shared_dir,
-                           env={"TF_CONFIG": tf_config}))
-    ((chief,), chief_history), = _finish(*runs[0]).values()
-    ((other,), other_history), = _finish(*runs[1]).values()
+        runs.append(
+            _start(
+                tmp_path,
+                f"worker{index}",
+                "--strategy=multi_worker_mirrored",
+                model_dir=shared_dir,
+                env={"TF_CONFIG": tf_config},
+            )
+        )
+    (((chief,), chief_history),) = _finish(*runs[0]).values()
+    (((other,), other_history),) = _finish(*runs[1]).values()
     _assert_same(other, chief, atol=0)
     _assert_same(chief, reference[0], atol=WEIGHTS_ATOL)
     assert _without_timing(chief_history) == _without_timing(other_history)
     assert chief_history[-1]["val_loss"] == pytest.approx(reference[1][-1]["val_loss"], rel=VAL_LOSS_REL)
     model_dir = shared_dir / "lenet5"
     # Only the chief's files (tests/test_resume.py also checks that no worker's temporary folder is left).
-    assert sorted(os.listdir(model_dir)) == sorted([
-        checkpointing.BEST_SUBDIR, train.CHECKPOINT_SUBDIR, train.CONFIG_FILE, history.CSV_FILE, history.PLOT_FILE,
-        train.METRICS_FILE, summaries.SUMMARY_SUBDIR])
+    assert sorted(os.listdir(model_dir)) == sorted(
+        [
+            checkpointing.BEST_SUBDIR,
+            train.CHECKPOINT_SUBDIR,
+            train.CONFIG_FILE,
+            history.CSV_FILE,
+            history.PLOT_FILE,
+            train.METRICS_FILE,
+            summaries.SUMMARY_SUBDIR,
+        ]
+    )
     assert tf.train.latest_checkpoint(str(model_dir / train.CHECKPOINT_SUBDIR)).endswith("ckpt-16")
     with open(model_dir / train.METRICS_FILE) as f:
         assert len(f.readlines()) == 2  # Written by the chief only.

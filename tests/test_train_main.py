@@ -1,4 +1,5 @@
 """The command line: config files, flag overrides, the resolved config, clear failures."""
+
 import glob
 import os
 import subprocess
@@ -6,18 +7,22 @@ import sys
 
 import pytest
 from absl import flags
-
 from multiworker_train import make_config
+
 from trainer import config_fields, distribution, errors, input_pipeline, main, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-                     if os.path.basename(p) not in ("__init__.py", "default.py"))
+EXPERIMENTS = sorted(
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+    if os.path.basename(p) not in ("__init__.py", "default.py")
+)
 
 
 @pytest.fixture
 def parse(monkeypatch):
     """Parses a command line into fresh flags (config_flags reads --config.* overrides from sys.argv)."""
+
     def parse_args(*args):
         argv = ["trainer.main", *args]
         monkeypatch.setattr(sys, "argv", argv)
@@ -25,14 +30,23 @@ def parse(monkeypatch):
         main.define_flags(flag_values)
         flag_values(argv)
         return flag_values
+
     return parse_args
 
 
 def test_flags_override_config_file_and_config_fields(parse):
-    flag_values = parse("--config=configs/catsdogs_vgg16.py", "--data_dir=/data", "--model_dir=/run",
-                         "--config.global_batch_size=7", "--epochs=3", "--learning_rate=0.5",
-                         "--config.fine_tune.epochs=2", "--strategy=multi_worker_mirrored",
-                         "--mixed_precision=mixed_bfloat16", "--seed=4")
+    flag_values = parse(
+        "--config=configs/catsdogs_vgg16.py",
+        "--data_dir=/data",
+        "--model_dir=/run",
+        "--config.global_batch_size=7",
+        "--epochs=3",
+        "--learning_rate=0.5",
+        "--config.fine_tune.epochs=2",
+        "--strategy=multi_worker_mirrored",
+        "--mixed_precision=mixed_bfloat16",
+        "--seed=4",
+    )
     config = main.resolve_config(flag_values)
     assert config.epochs == 3 and config.global_batch_size == 7  # Over the file's 30 and 20.
     assert config.learning_rate == 0.5 and config.fine_tune.epochs == 2
@@ -44,10 +58,19 @@ def test_flags_override_config_file_and_config_fields(parse):
 
 def test_a_short_flag_and_its_config_override_must_agree(parse):
     with pytest.raises(errors.ConfigError, match=r"--epochs=3 and --config.epochs=7 set the same field differently"):
-        main.resolve_config(parse("--config=configs/mnist_cnn.py", "--data_dir=/d", "--model_dir=/m",
-                                  "--config.epochs=7", "--epochs=3"))
-    config = main.resolve_config(parse("--config=configs/mnist_cnn.py", "--data_dir=/d", "--model_dir=/m",
-                                       "--config.epochs=7", "--epochs=7", "--config.data_dir=/d"))
+        main.resolve_config(
+            parse("--config=configs/mnist_cnn.py", "--data_dir=/d", "--model_dir=/m", "--config.epochs=7", "--epochs=3")
+        )
+    config = main.resolve_config(
+        parse(
+            "--config=configs/mnist_cnn.py",
+            "--data_dir=/d",
+            "--model_dir=/m",
+            "--config.epochs=7",
+            "--epochs=7",
+            "--config.data_dir=/d",
+        )
+    )
     assert (config.epochs, config.data_dir) == (7, "/d")
 
 
@@ -57,8 +80,20 @@ def test_short_flags_come_from_the_field_table(parse):
         assert field.help in flag_values[field.name].help
         assert flag_values[field.name].value is None  # Not given: the config file's value stays.
     assert sorted(field.name for field in config_fields.FLAG_FIELDS) == sorted(
-        ["data_dir", "model_dir", "strategy", "tpu", "num_cpu_devices", "mixed_precision", "mode", "epochs",
-         "global_batch_size", "learning_rate", "seed"])  # The flags README.md and the configs' docstrings use.
+        [
+            "data_dir",
+            "model_dir",
+            "strategy",
+            "tpu",
+            "num_cpu_devices",
+            "mixed_precision",
+            "mode",
+            "epochs",
+            "global_batch_size",
+            "learning_rate",
+            "seed",
+        ]
+    )  # The flags README.md and the configs' docstrings use.
     assert flag_values["strategy"].parser.enum_values == list(distribution.STRATEGIES)
     assert "early_stopping_patience=0: Ends a phase" in flag_values["config"].help
 
@@ -69,6 +104,7 @@ def test_only_user_errors_become_one_line(monkeypatch, parse):
     def fail_with(error):
         def run(config):
             raise error
+
         monkeypatch.setattr(train, "run", run)
 
     fail_with(errors.UserError("the dataset has 1 class"))
@@ -117,9 +153,21 @@ def test_experiment_configs_are_valid_and_documented(parse, path):
 @pytest.mark.slow
 def test_tpu_without_a_tpu_fails_with_a_message_not_a_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.main", "--config=configs/mnist_cnn.py", f"--data_dir={tmp_path}",
-         f"--model_dir={tmp_path / 'run'}", "--strategy=tpu", "--tpu=local"],
-        cwd=REPO, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "trainer.main",
+            "--config=configs/mnist_cnn.py",
+            f"--data_dir={tmp_path}",
+            f"--model_dir={tmp_path / 'run'}",
+            "--strategy=tpu",
+            "--tpu=local",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 1
     assert "error: --strategy=tpu: no TPU reachable with --tpu='local'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,6 +7,7 @@
 Under MultiWorkerMirroredStrategy every worker must take part in each save; only
 the chief writes to model_dir, the others to a temporary folder deleted right after.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,11 +53,17 @@ class TrainState:
         def total(name, value=0.0):
             return tf.Variable(value, dtype=tf.float64, trainable=False, name=name)
 
-        return cls(epoch=counter("epoch"), step=counter("step"), phase=counter("phase"),
-                   phase_start_epoch=counter("phase_start_epoch"),
-                   best_value=total("best_value", -math.inf if best_mode == "max" else math.inf),
-                   best_epoch=counter("best_epoch"), epoch_loss=total("epoch_loss"),
-                   epoch_correct=total("epoch_correct"), epoch_count=total("epoch_count"))
+        return cls(
+            epoch=counter("epoch"),
+            step=counter("step"),
+            phase=counter("phase"),
+            phase_start_epoch=counter("phase_start_epoch"),
+            best_value=total("best_value", -math.inf if best_mode == "max" else math.inf),
+            best_epoch=counter("best_epoch"),
+            epoch_loss=total("epoch_loss"),
+            epoch_correct=total("epoch_correct"),
+            epoch_count=total("epoch_count"),
+        )
 
     def variables(self) -> dict[str, tf.Variable]:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -78,11 +85,13 @@ def restore_optimizer(path: str, optimizer: keras.optimizers.Optimizer) -> None:
     tf.train.Checkpoint(optimizer=optimizer).restore(path).assert_existing_objects_matched().expect_partial()
 
 
-def make_manager(checkpoint: tf.train.Checkpoint, directory: str, strategy: tf.distribute.Strategy,
-                 is_chief: bool, max_to_keep: int) -> tf.train.CheckpointManager:
+def make_manager(
+    checkpoint: tf.train.Checkpoint, directory: str, strategy: tf.distribute.Strategy, is_chief: bool, max_to_keep: int
+) -> tf.train.CheckpointManager:
     if not is_chief:
-        directory = tf.io.gfile.join(os.path.dirname(directory), f"tmp_worker{distribution.worker_id(strategy)}",
-                                     os.path.basename(directory))
+        directory = tf.io.gfile.join(
+            os.path.dirname(directory), f"tmp_worker{distribution.worker_id(strategy)}", os.path.basename(directory)
+        )
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
 
 

@@ -4,10 +4,11 @@
 one from in-memory arrays. A module of its own so that the loop (train.py) and the step builders (steps.py) can both
 name the type without importing each other.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

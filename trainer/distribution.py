@@ -3,6 +3,7 @@
 The names are defined here (STRATEGIES, PRECISIONS) and checked once, with the rest of the config, by
 trainer/config_fields.py; this module also splits the CPU into logical devices, wires TPUs and tells the chief.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ def configure_cpu_devices(num_devices: int) -> None:
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
     except RuntimeError as e:
-        raise StrategyError(f"--num_cpu_devices={num_devices}: TensorFlow already initialized its devices; "
-                            "split the CPU before running any op or creating a strategy.") from e
+        raise StrategyError(
+            f"--num_cpu_devices={num_devices}: TensorFlow already initialized its devices; "
+            "split the CPU before running any op or creating a strategy."
+        ) from e
 
 
 def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
@@ -76,8 +79,10 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
         reason = str(e).split(". ")[0][:200] or type(e).__name__
-        raise StrategyError(f"--strategy=tpu: no TPU reachable with --tpu={tpu!r} ({reason}). Run on a "
-                            "Cloud TPU VM with --tpu=local, or pass the TPU's name or grpc://host:8470 address.") from e
+        raise StrategyError(
+            f"--strategy=tpu: no TPU reachable with --tpu={tpu!r} ({reason}). Run on a "
+            "Cloud TPU VM with --tpu=local, or pass the TPU's name or grpc://host:8470 address."
+        ) from e
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -116,5 +121,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def worker_id(strategy: tf.distribute.Strategy) -> int:
     resolver = strategy.cluster_resolver
-    return int(resolver.task_id or 0) if resolver is not None and not isinstance(
-        strategy, tf.distribute.TPUStrategy) else 0
+    return (
+        int(resolver.task_id or 0)
+        if resolver is not None and not isinstance(strategy, tf.distribute.TPUStrategy)
+        else 0
+    )

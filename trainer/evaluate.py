@@ -5,12 +5,14 @@ of its real examples (mask 1) and counts their confusion matrix, both summed acr
 checked against the split size (why: BUILD_NOTES.md, "Evaluation, export, prediction"). The chief writes the report
 under model_dir/eval/: `<split>.json` and `<split>_confusion_matrix.png`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,7 +24,6 @@ from trainer.data import InputFn  # Here: yields (images, labels, mask) batches.
 
 REPORT_SUBDIR = "eval"
 MAX_ANNOTATED_CLASSES = 30  # Beyond this the plot shows colours only: counts would not be legible.
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +46,9 @@ class Totals:
         return int(np.trace(self.confusion)) / self.num_examples
 
 
-def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *,
-                         num_classes: int, num_examples: int) -> Callable[[], Totals]:
+def make_evaluation_pass(
+    strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *, num_classes: int, num_examples: int
+) -> Callable[[], Totals]:
     """A function running one pass over `input_fn`'s `(images, labels, mask)` batches.
 
     Built once and called as often as needed (every epoch), so the loop is traced once.
@@ -59,8 +61,9 @@ def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, i
         example_losses = models.per_example_loss(labels, outputs)
         # tf.where, not a product: a non-finite output on a padding example must not reach the sum.
         loss = tf.reduce_sum(tf.where(mask > 0, example_losses, tf.zeros_like(example_losses)))
-        return loss, tf.math.confusion_matrix(labels, models.predicted_class(outputs), num_classes=num_classes,
-                                              weights=mask, dtype=tf.float32)
+        return loss, tf.math.confusion_matrix(
+            labels, models.predicted_class(outputs), num_classes=num_classes, weights=mask, dtype=tf.float32
+        )
 
     @tf.function
     def count_all(dataset):
@@ -75,15 +78,18 @@ def make_evaluation_pass(strategy: tf.distribute.Strategy, model: keras.Model, i
         loss, confusion = count_all(dataset)
         totals = Totals(float(loss.numpy()), confusion.numpy().astype(np.int64))
         if totals.num_examples != num_examples:
-            raise RuntimeError(f"evaluation saw {totals.num_examples} examples, the split has {num_examples}: the "
-                               "eval input must yield every example exactly once.")
+            raise RuntimeError(
+                f"evaluation saw {totals.num_examples} examples, the split has {num_examples}: the "
+                "eval input must yield every example exactly once."
+            )
         return totals
 
     return evaluation_pass
 
 
-def make_report(confusion: np.ndarray, loss_sum: float, class_names: Sequence[str], *, split: str,
-                checkpoint: str) -> dict[str, Any]:
+def make_report(
+    confusion: np.ndarray, loss_sum: float, class_names: Sequence[str], *, split: str, checkpoint: str
+) -> dict[str, Any]:
     """The JSON report; precision of a class never predicted (recall of one absent) is null, not 0."""
     confusion = np.asarray(confusion, np.int64)
     total, correct = int(confusion.sum()), int(np.trace(confusion))
@@ -98,20 +104,32 @@ def make_report(confusion: np.ndarray, loss_sum: float, class_names: Sequence[st
         "num_examples": total,
         "loss": loss_sum / total,
         "accuracy": correct / total,
-        "per_class": {name: {"precision": ratio(int(confusion[k, k]), int(predicted[k])),
-                             "recall": ratio(int(confusion[k, k]), int(support[k])),
-                             "support": int(support[k]), "predicted": int(predicted[k])}
-                      for k, name in enumerate(class_names)},
+        "per_class": {
+            name: {
+                "precision": ratio(int(confusion[k, k]), int(predicted[k])),
+                "recall": ratio(int(confusion[k, k]), int(support[k])),
+                "support": int(support[k]),
+                "predicted": int(predicted[k]),
+            }
+            for k, name in enumerate(class_names)
+        },
         "class_names": list(class_names),
         "confusion_matrix": confusion.tolist(),  # [true class][predicted class]
     }
 
 
-def evaluate_split(strategy: tf.distribute.Strategy, model: keras.Model, input_fn: InputFn, *, num_examples: int,
-                   class_names: Sequence[str], split: str, checkpoint: str) -> dict[str, Any]:
+def evaluate_split(
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    input_fn: InputFn,
+    *,
+    num_examples: int,
+    class_names: Sequence[str],
+    split: str,
+    checkpoint: str,
+) -> dict[str, Any]:
     """The report of `model` on the split `input_fn` reads, which must hold `num_examples` examples."""
-    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names),
-                                  num_examples=num_examples)()
+    totals = make_evaluation_pass(strategy, model, input_fn, num_classes=len(class_names), num_examples=num_examples)()
     return make_report(totals.confusion, totals.loss_sum, class_names, split=split, checkpoint=checkpoint)
 
 
@@ -122,9 +140,14 @@ def write_report(report: dict[str, Any], model_dir: str) -> tuple[str, str]:
     json_path = tf.io.gfile.join(directory, f"{report['split']}.json")
     png_path = tf.io.gfile.join(directory, f"{report['split']}_confusion_matrix.png")
     files.write_atomic(json_path, json.dumps(report, indent=2))
-    files.write_atomic(png_path, plot_confusion_matrix(np.asarray(report["confusion_matrix"]), report["class_names"],
-                                                       title=f"{report['split']}: accuracy {report['accuracy']:.4f} "
-                                                             f"({report['num_examples']} examples)"))
+    files.write_atomic(
+        png_path,
+        plot_confusion_matrix(
+            np.asarray(report["confusion_matrix"]),
+            report["class_names"],
+            title=f"{report['split']}: accuracy {report['accuracy']:.4f} ({report['num_examples']} examples)",
+        ),
+    )
     return json_path, png_path
 
 
@@ -145,8 +168,14 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], tit
         axes.set_xticks(ticks, labels=class_names, rotation=90 if num_classes > 5 else 0)
         axes.set_yticks(ticks, labels=class_names)
         for (row, column), value in np.ndenumerate(confusion):
-            axes.text(column, row, str(value), ha="center", va="center",
-                      color="white" if fractions[row, column] > 0.5 else "black")
+            axes.text(
+                column,
+                row,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if fractions[row, column] > 0.5 else "black",
+            )
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(title)

@@ -14,9 +14,10 @@ per class whatever the model's head or dtype policy. The input is named
 `image_bytes` because Vertex AI / AI Platform base64-decode JSON inputs whose name
 ends in `_bytes`.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -29,22 +30,31 @@ SAVED_MODEL_SUBDIR = "saved_model"
 KERAS_FILE = "model.keras"
 
 
-def serving_function(model: keras.Model, *, class_names: Sequence[str], image_size: tuple[int, int],
-                     channels: int, normalize: Callable[[tf.Tensor], tf.Tensor],
-                     ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+def serving_function(
+    model: keras.Model,
+    *,
+    class_names: Sequence[str],
+    image_size: tuple[int, int],
+    channels: int,
+    normalize: Callable[[tf.Tensor], tf.Tensor],
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """Encoded images [B] -> the output dict described in the module docstring."""
     height, width = (int(n) for n in image_size)
     names = tf.constant(list(class_names))
 
     def classify(image_bytes: tf.Tensor) -> tf.Tensor:
-        images = tf.map_fn(lambda encoded: input_pipeline.decode_resize(encoded, channels, height, width),
-                           image_bytes, fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
+        images = tf.map_fn(
+            lambda encoded: input_pipeline.decode_resize(encoded, channels, height, width),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8),
+        )
         return models.class_probabilities(model(normalize(images), training=False))
 
     def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         # A request of no images never reaches the model: oneDNN's convolution mis-shapes an empty batch.
-        probabilities = tf.cond(tf.size(image_bytes) > 0, lambda: classify(image_bytes),
-                                lambda: tf.zeros([0, len(class_names)]))
+        probabilities = tf.cond(
+            tf.size(image_bytes) > 0, lambda: classify(image_bytes), lambda: tf.zeros([0, len(class_names)])
+        )
         top = tf.argmax(probabilities, axis=-1)
         return {
             predict.PROBABILITIES: probabilities,
@@ -56,8 +66,13 @@ def serving_function(model: keras.Model, *, class_names: Sequence[str], image_si
     return serve
 
 
-def export_model(model: keras.Model, export_dir: str, info: input_pipeline.DatasetInfo,
-                 image_size: tuple[int, int], normalization: str) -> str:
+def export_model(
+    model: keras.Model,
+    export_dir: str,
+    info: input_pipeline.DatasetInfo,
+    image_size: tuple[int, int],
+    normalization: str,
+) -> str:
     """Writes `export_dir`/saved_model (for `info`'s images and classes) and `export_dir`/model.keras.
 
     Returns the SavedModel's path. Call on the chief only: reading the model's
@@ -65,15 +80,23 @@ def export_model(model: keras.Model, export_dir: str, info: input_pipeline.Datas
     """
     units = models.head_units(info.num_classes)
     if model.output_shape[-1] != units:
-        raise ValueError(f"model {model.name} has {model.output_shape[-1]} outputs, dataset {info.data_dir} has "
-                         f"{info.num_classes} classes (a model for it has {units}).")
-    serve = serving_function(model, class_names=info.class_names, image_size=image_size, channels=info.channels,
-                             normalize=input_pipeline.make_normalizer(info, normalization))
+        raise ValueError(
+            f"model {model.name} has {model.output_shape[-1]} outputs, dataset {info.data_dir} has "
+            f"{info.num_classes} classes (a model for it has {units})."
+        )
+    serve = serving_function(
+        model,
+        class_names=info.class_names,
+        image_size=image_size,
+        channels=info.channels,
+        normalize=input_pipeline.make_normalizer(info, normalization),
+    )
     # No archive.track(model): the endpoint tracks the variables it uses, and tracking the model too stores every
     # weight twice (keras-team/keras#23553: a 2x SavedModel and 2x memory wherever it is loaded).
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(predict.SIGNATURE, serve,
-                         input_signature=[tf.TensorSpec([None], tf.string, name=predict.INPUT)])
+    archive.add_endpoint(
+        predict.SIGNATURE, serve, input_signature=[tf.TensorSpec([None], tf.string, name=predict.INPUT)]
+    )
     saved_model_dir = tf.io.gfile.join(export_dir, SAVED_MODEL_SUBDIR)
     archive.write_out(saved_model_dir, verbose=False)
     model.save(tf.io.gfile.join(export_dir, KERAS_FILE))

@@ -5,6 +5,7 @@ tf.summary), which handle local paths and gs:// alike; paths are joined with tf.
 URLs on every platform. metadata.json is the exception: it is read through data_prep's dataset contract. The rule
 and its reasons: BUILD_NOTES.md, "Files and Cloud Storage".
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -4,10 +4,12 @@ The files, not memory, are the history: a resumed run reads metrics.jsonl back,
 drops the epochs its checkpoint does not hold (written just before a crash), and
 goes on appending. Only the chief writes.
 """
+
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from typing import Any
 
@@ -17,13 +19,24 @@ import tensorflow as tf
 from trainer import files
 
 matplotlib.use("Agg")  # Headless: no display on training machines.
-from matplotlib import figure as figure_lib, pyplot as plt, ticker  # noqa: E402
+from matplotlib import figure as figure_lib  # noqa: E402
+from matplotlib import pyplot as plt
+from matplotlib import ticker
 
 METRICS_FILE = "metrics.jsonl"
 CSV_FILE = "history.csv"
 PLOT_FILE = "learning_curves.png"
-COLUMNS = ("epoch", "phase", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate",
-           "images_per_second")
+COLUMNS = (
+    "epoch",
+    "phase",
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "images_per_second",
+)
 
 
 class History:
@@ -61,8 +74,9 @@ class History:
             files.write_atomic(tf.io.gfile.join(self.model_dir, PLOT_FILE), plot_png(self.records))
 
     def _rewrite_metrics(self) -> None:
-        files.write_atomic(tf.io.gfile.join(self.model_dir, METRICS_FILE),
-                      "".join(json.dumps(r) + "\n" for r in self.records))
+        files.write_atomic(
+            tf.io.gfile.join(self.model_dir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in self.records)
+        )
 
     def _write_csv(self) -> None:
         out = io.StringIO()
@@ -84,12 +98,12 @@ def plot(records: list[dict[str, Any]]) -> figure_lib.Figure:
     """Loss and accuracy per epoch, train vs validation; a dashed line where the phase changes."""
     epochs = [r["epoch"] for r in records]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for split, label in (("train", "train"), ("val", "validation")):
             key = f"{split}_{metric}"
             if any(key in r for r in records):
                 ax.plot(epochs, [r.get(key, float("nan")) for r in records], marker="o", label=label)
-        for before, after in zip(records, records[1:]):
+        for before, after in itertools.pairwise(records):
             if before["phase"] != after["phase"]:
                 ax.axvline(before["epoch"] + 0.5, color="grey", linestyle="--", label=f"{after['phase']} starts")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))

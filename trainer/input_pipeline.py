@@ -11,6 +11,7 @@ on an empty batch (oneDNN's convolution returns a wrongly shaped result for one)
 and shapes are static (as TPUs need). Evaluation pads the last batches with masked
 examples instead of dropping the remainder: see `pad_to_full_batches`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,7 @@ import json
 import math
 import posixpath
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import fsspec
 import keras
@@ -90,7 +91,7 @@ def open_dataset(data_dir: str, *, verify_records: bool = False) -> DatasetInfo:
     _check_shard_files(info)
     if verify_records:
         for split, split_info in info.metadata.splits.items():
-            for path, expected in zip(info.shard_paths(split), split_info.shard_lengths):
+            for path, expected in zip(info.shard_paths(split), split_info.shard_lengths, strict=True):
                 _verify_record_count(path, expected)
     return info
 
@@ -101,21 +102,27 @@ def _check_shard_files(info: DatasetInfo) -> None:
     sizes = {posixpath.basename(entry["name"].rstrip("/")): entry["size"] for entry in fs.ls(root, detail=True)}
     for split, split_info in info.metadata.splits.items():
         paths = info.shard_paths(split)
-        for path, length in zip(paths, split_info.shard_lengths):
+        for path, length in zip(paths, split_info.shard_lengths, strict=True):
             filename = posixpath.basename(path)
             if filename not in sizes:
-                raise FileNotFoundError(f"shard {filename} listed in {schema.METADATA_FILE} is missing from "
-                                        f"{info.data_dir}: {schema.REBUILD}.")
+                raise FileNotFoundError(
+                    f"shard {filename} listed in {schema.METADATA_FILE} is missing from "
+                    f"{info.data_dir}: {schema.REBUILD}."
+                )
             if length > 0 and not sizes[filename]:
-                raise ValueError(f"shard {path} is empty but {schema.METADATA_FILE} records {length} "
-                                 f"examples in it: {schema.REBUILD}.")
+                raise ValueError(
+                    f"shard {path} is empty but {schema.METADATA_FILE} records {length} "
+                    f"examples in it: {schema.REBUILD}."
+                )
         found = sum(sizes[posixpath.basename(p)] for p in paths)
         if found != split_info.num_bytes:
             # Rare and fatal anyway: read the split to name the damaged shard.
-            for path, length in zip(paths, split_info.shard_lengths):
+            for path, length in zip(paths, split_info.shard_lengths, strict=True):
                 _verify_record_count(path, length)
-            raise ValueError(f"the {split} shards in {info.data_dir} hold {found} bytes but {schema.METADATA_FILE} "
-                             f"records {split_info.num_bytes}: {schema.REBUILD}.")
+            raise ValueError(
+                f"the {split} shards in {info.data_dir} hold {found} bytes but {schema.METADATA_FILE} "
+                f"records {split_info.num_bytes}: {schema.REBUILD}."
+            )
 
 
 def _verify_record_count(path: str, expected: int) -> None:
@@ -123,11 +130,13 @@ def _verify_record_count(path: str, expected: int) -> None:
     try:
         count = int(records.reduce(tf.constant(0, tf.int64), lambda n, batch: n + tf.size(batch, tf.int64)))
     except tf.errors.DataLossError as e:
-        raise ValueError(f"shard {path} is truncated or corrupt ({e.message.splitlines()[0]}): "
-                         f"{schema.REBUILD}.") from e
+        raise ValueError(
+            f"shard {path} is truncated or corrupt ({e.message.splitlines()[0]}): {schema.REBUILD}."
+        ) from e
     if count != expected:
-        raise ValueError(f"shard {path} holds {count} records but {schema.METADATA_FILE} records {expected}: "
-                         f"{schema.REBUILD}.")
+        raise ValueError(
+            f"shard {path} holds {count} records but {schema.METADATA_FILE} records {expected}: {schema.REBUILD}."
+        )
 
 
 def output_channels(info: DatasetInfo, normalization: str) -> int:
@@ -165,8 +174,7 @@ def replicas_per_pipeline(context: tf.distribute.InputContext) -> int:
     return max(1, context.num_replicas_in_sync // context.num_input_pipelines)
 
 
-def eval_batches_per_pipeline(largest_pipeline_examples: int, per_replica_batch_size: int,
-                              local_replicas: int) -> int:
+def eval_batches_per_pipeline(largest_pipeline_examples: int, per_replica_batch_size: int, local_replicas: int) -> int:
     """Batches every evaluation pipeline yields: the same number for all of them, since synchronous replicas
     step together; enough for the pipeline with the most examples; a multiple of the `local_replicas` a
     pipeline feeds, so that each of them gets a batch in the last step too."""
@@ -183,15 +191,24 @@ def pad_to_full_batches(examples: tf.data.Dataset, batch_size: int, num_batches:
     """
     image_spec, label_spec = examples.element_spec
     padding = tf.data.Dataset.from_tensors(
-        (tf.zeros(image_spec.shape, image_spec.dtype), tf.zeros([], label_spec.dtype), tf.constant(0.0))).repeat()
+        (tf.zeros(image_spec.shape, image_spec.dtype), tf.zeros([], label_spec.dtype), tf.constant(0.0))
+    ).repeat()
     real = examples.map(lambda image, label: (image, label, tf.constant(1.0)))
     return real.concatenate(padding).take(batch_size * num_batches).batch(batch_size, drop_remainder=True)
 
 
-def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: tuple[int, int],
-                  global_batch_size: int, normalization: str, seed: int = 0, cache: str = "auto",
-                  deterministic: bool | None = None,
-                  ) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
+def make_input_fn(
+    info: DatasetInfo,
+    split: str,
+    *,
+    training: bool,
+    image_size: tuple[int, int],
+    global_batch_size: int,
+    normalization: str,
+    seed: int = 0,
+    cache: str = "auto",
+    deterministic: bool | None = None,
+) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
     """A dataset function for `strategy.distribute_datasets_from_function`.
 
     Batches always hold B = the per-replica batch size examples. Training: elements
@@ -225,16 +242,24 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
         file_ids, by_record = pipeline_shards(lengths, num_pipelines, pipeline_id)
         num_examples = pipeline_num_examples(lengths, num_pipelines, pipeline_id)
 
-        ds = _read_records([paths[i] for i in file_ids], [lengths[i] for i in file_ids],
-                           shuffle_seed=seed + pipeline_id if training and not by_record else None)
+        ds = _read_records(
+            [paths[i] for i in file_ids],
+            [lengths[i] for i in file_ids],
+            shuffle_seed=seed + pipeline_id if training and not by_record else None,
+        )
         if by_record:
             ds = ds.shard(num_pipelines, pipeline_id)
         ds = ds.batch(PARSE_BATCH_SIZE).map(_parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        ds = ds.map(lambda image, label: (decode_resize(image, info.channels, height, width), label),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        ds = _cache(ds, cache, num_examples * height * width * info.channels,
-                    f"{info.name}-{split}-{height}x{width}-{_fingerprint(info, split)}-"
-                    f"{pipeline_id}of{num_pipelines}")
+        ds = ds.map(
+            lambda image, label: (decode_resize(image, info.channels, height, width), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        ds = _cache(
+            ds,
+            cache,
+            num_examples * height * width * info.channels,
+            f"{info.name}-{split}-{height}x{width}-{_fingerprint(info, split)}-{pipeline_id}of{num_pipelines}",
+        )
         if training:
             shuffle_buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // (height * width * info.channels)))
             ds = _training_batches(ds, batch_size, shuffle_buffer, seed, pipeline_id, info.augmentation, normalize)
@@ -247,8 +272,15 @@ def make_input_fn(info: DatasetInfo, split: str, *, training: bool, image_size: 
     return input_fn
 
 
-def _training_batches(examples: tf.data.Dataset, batch_size: int, shuffle_buffer: int, seed: int, pipeline_id: int,
-                      policy: schema.AugmentationPolicy, normalize: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+def _training_batches(
+    examples: tf.data.Dataset,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+    pipeline_id: int,
+    policy: schema.AugmentationPolicy,
+    normalize: Callable[[tf.Tensor], tf.Tensor],
+) -> tf.data.Dataset:
     """Shuffled, repeated, full batches of augmented and normalized images; (seed, pipeline, step) fixes the
     augmentation of a batch."""
     ds = examples.shuffle(shuffle_buffer, seed=seed + pipeline_id, reshuffle_each_iteration=True).repeat()
@@ -263,11 +295,13 @@ def _training_batches(examples: tf.data.Dataset, batch_size: int, shuffle_buffer
     return ds.map(augment_and_normalize, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _evaluation_batches(examples: tf.data.Dataset, batch_size: int, num_batches: int,
-                        normalize: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+def _evaluation_batches(
+    examples: tf.data.Dataset, batch_size: int, num_batches: int, normalize: Callable[[tf.Tensor], tf.Tensor]
+) -> tf.data.Dataset:
     """`num_batches` full batches of normalized `(images, labels, mask)` (see `pad_to_full_batches`)."""
     return pad_to_full_batches(examples, batch_size, num_batches).map(
-        lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE)
+        lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def _read_records(paths: Sequence[str], lengths: Sequence[int], shuffle_seed: int | None) -> tf.data.Dataset:
@@ -278,12 +312,17 @@ def _read_records(paths: Sequence[str], lengths: Sequence[int], shuffle_seed: in
 
     def read(path, length):
         return tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES).apply(
-            tf.data.experimental.assert_cardinality(length))
+            tf.data.experimental.assert_cardinality(length)
+        )
 
     # Unshuffled reads keep a fixed order whatever the options: record sharding depends on it.
-    return files.interleave(read, cycle_length=min(len(paths), 8), block_length=1,
-                            num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True if shuffle_seed is None else None)
+    return files.interleave(
+        read,
+        cycle_length=min(len(paths), 8),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True if shuffle_seed is None else None,
+    )
 
 
 def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -296,8 +335,9 @@ def decode_resize(encoded: tf.Tensor, channels: int, height: int, width: int) ->
     image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
     fits = tf.reduce_all(tf.shape(image)[:2] == [height, width])
-    image = tf.cond(fits, lambda: image,
-                    lambda: tf.saturate_cast(tf.round(tf.image.resize(image, [height, width])), tf.uint8))
+    image = tf.cond(
+        fits, lambda: image, lambda: tf.saturate_cast(tf.round(tf.image.resize(image, [height, width])), tf.uint8)
+    )
     return tf.ensure_shape(image, [height, width, channels])
 
 
@@ -321,7 +361,7 @@ def _remove_stale_cache_lock(path: str) -> None:
     for lock in tf.io.gfile.glob(path + "_*.lockfile"):
         if tf.io.gfile.stat(lock).mtime_nsec / 1e9 < _PROCESS_STARTED:
             logging.warning("Removing %s and its partial data: left by a run killed while writing the cache.", lock)
-            for leftover in [lock, *tf.io.gfile.glob(lock[:-len(".lockfile")] + ".data-*.tempstate*")]:
+            for leftover in [lock, *tf.io.gfile.glob(lock[: -len(".lockfile")] + ".data-*.tempstate*")]:
                 tf.io.gfile.remove(leftover)
 
 
@@ -345,20 +385,24 @@ def _options(deterministic: bool) -> tf.data.Options:
 def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tensor], tf.Tensor]:
     """Maps images on the 0..255 scale (uint8 or float) to float32 on the model's input scale."""
     if normalization == "vgg16":
+
         def vgg16(images):
             images = tf.cast(images, tf.float32)
             if info.channels == 1:
                 images = tf.image.grayscale_to_rgb(images)
             return keras.applications.vgg16.preprocess_input(images)
+
         return vgg16
     if normalization == "unit":
         return lambda images: tf.cast(images, tf.float32) * (1.0 / 255.0)
     if normalization == "dataset":
         mean, std = (info.statistics.mean, info.statistics.std) if info.statistics else (None, None)
         if not mean or not std or len(mean) != info.channels or len(std) != info.channels or min(std) <= 0:
-            raise UserError(f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
-                            f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
-                            f"mean={mean}, std={std}: {schema.REBUILD} or choose another normalization.")
+            raise UserError(
+                f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
+                f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
+                f"mean={mean}, std={std}: {schema.REBUILD} or choose another normalization."
+            )
         mean_t, inv_std = tf.constant(mean, tf.float32), tf.constant([1.0 / s for s in std], tf.float32)
         return lambda images: (tf.cast(images, tf.float32) - mean_t) * inv_std
     raise ValueError(f"normalization={normalization!r}: must be one of {NORMALIZATIONS}.")  # A caller's typo.
@@ -389,10 +433,19 @@ def augment_batch(images: tf.Tensor, policy: schema.AugmentationPolicy, seed: tf
             zoom=1.0 + symmetric(3, policy.zoom),
             shift_x=symmetric(4, policy.translation) * width,
             shift_y=symmetric(5, policy.translation) * height,
-            flip_x=flip_x, flip_y=flip_y, height=height, width=width)
+            flip_x=flip_x,
+            flip_y=flip_y,
+            height=height,
+            width=width,
+        )
         images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-            interpolation="BILINEAR", fill_mode="REFLECT")
+            images=images,
+            transforms=transforms,
+            output_shape=shape[1:3],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
     elif policy.horizontal_flip or policy.vertical_flip:
         images = tf.where(flip_x[:, None, None, None], tf.reverse(images, axis=[2]), images)
         images = tf.where(flip_y[:, None, None, None], tf.reverse(images, axis=[1]), images)
@@ -403,8 +456,17 @@ def augment_batch(images: tf.Tensor, policy: schema.AugmentationPolicy, seed: tf
     return images
 
 
-def affine_transforms(*, angle: tf.Tensor, zoom: tf.Tensor, shift_x: tf.Tensor, shift_y: tf.Tensor,
-                      flip_x: tf.Tensor, flip_y: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+def affine_transforms(
+    *,
+    angle: tf.Tensor,
+    zoom: tf.Tensor,
+    shift_x: tf.Tensor,
+    shift_y: tf.Tensor,
+    flip_x: tf.Tensor,
+    flip_y: tf.Tensor,
+    height: tf.Tensor,
+    width: tf.Tensor,
+) -> tf.Tensor:
     """[B, 8] ImageProjectiveTransformV3 rows mapping each output pixel to its input pixel.
 
     input = C + zoom * R(angle) * F * (output - C - shift), with C the image centre

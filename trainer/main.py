@@ -13,6 +13,7 @@ Rerunning the same command continues from MODEL_DIR's latest checkpoint. Exit co
 line naming the step; the last good checkpoint is kept); 42 (preemption.EXIT_CODE) stopped by
 SIGTERM after saving: restart it. Any other exception is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,27 +25,48 @@ from ml_collections import config_flags
 from trainer import config_fields, distribution, errors, models, preemption, train
 
 # Errors that mean bad input or environment: reported in one line, without a traceback.
-USER_ERRORS = (errors.UserError, FileNotFoundError, distribution.StrategyError, models.MissingWeightsError,
-               train.NonFiniteLossError)
-_DEFINE_BY_TYPE = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-                   str: flags.DEFINE_string}
+USER_ERRORS = (
+    errors.UserError,
+    FileNotFoundError,
+    distribution.StrategyError,
+    models.MissingWeightsError,
+    train.NonFiniteLossError,
+)
+_DEFINE_BY_TYPE = {
+    bool: flags.DEFINE_boolean,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """--config, and a short flag for each field of config_fields.FLAG_FIELDS (None when not given)."""
     fields = "\n".join(f"{field.name}={field.default!r}: {field.describe()}" for field in config_fields.FIELDS)
     config_flags.DEFINE_config_file(
-        "config", None, "Experiment config file, e.g. configs/catsdogs_vgg16.py. Any of its fields can be set as "
+        "config",
+        None,
+        "Experiment config file, e.g. configs/catsdogs_vgg16.py. Any of its fields can be set as "
         f"--config.<field>=<value>; the fields, at configs/default.py's values:\n{fields}\n",
-        flag_values=flag_values)
+        flag_values=flag_values,
+    )
     flags.mark_flag_as_required("config", flag_values=flag_values)
     for field in config_fields.FLAG_FIELDS:
         if field.choices:  # absl lists them.
-            flags.DEFINE_enum(field.name, None, field.choices, f"{field.help} Sets config.{field.name} (default: "
-                              "the config file's).", flag_values=flag_values)
+            flags.DEFINE_enum(
+                field.name,
+                None,
+                field.choices,
+                f"{field.help} Sets config.{field.name} (default: the config file's).",
+                flag_values=flag_values,
+            )
         else:
-            _DEFINE_BY_TYPE[type(field.default)](field.name, None, f"{field.describe()} Sets config.{field.name} "
-                                                 "(default: the config file's).", flag_values=flag_values)
+            _DEFINE_BY_TYPE[type(field.default)](
+                field.name,
+                None,
+                f"{field.describe()} Sets config.{field.name} (default: the config file's).",
+                flag_values=flag_values,
+            )
 
 
 def resolve_config(flag_values: flags.FlagValues = flags.FLAGS) -> ml_collections.ConfigDict:
@@ -56,8 +78,10 @@ def resolve_config(flag_values: flags.FlagValues = flags.FLAGS) -> ml_collection
         if value is None:
             continue
         if field.name in overrides and overrides[field.name] != value:
-            raise errors.ConfigError(f"--{field.name}={value!r} and --config.{field.name}={overrides[field.name]!r} "
-                                     "set the same field differently: give one of them.")
+            raise errors.ConfigError(
+                f"--{field.name}={value!r} and --config.{field.name}={overrides[field.name]!r} "
+                "set the same field differently: give one of them."
+            )
         config[field.name] = value
     config_fields.validate(config)
     return config

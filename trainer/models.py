@@ -5,10 +5,11 @@ unit for two classes, a softmax otherwise; `class_probabilities`, `predicted_cla
 model's outputs by that convention (training, evaluation and export use them). Models take images already normalized
 by the input pipeline. BatchNormalization is `synchronized` (why: BUILD_NOTES.md, "The loop").
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -36,8 +37,7 @@ def head_units(num_classes: int) -> int:
 
 def output_layer(num_classes: int) -> layers.Dense:
     units = head_units(num_classes)
-    return layers.Dense(units, activation="sigmoid" if units == 1 else "softmax", dtype="float32",
-                        name="predictions")
+    return layers.Dense(units, activation="sigmoid" if units == 1 else "softmax", dtype="float32", name="predictions")
 
 
 def is_binary(model: keras.Model) -> bool:
@@ -68,8 +68,11 @@ def per_example_loss(labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
     return keras.losses.sparse_categorical_crossentropy(labels, outputs)
 
 
-def vgg16_transfer(input_shape: tuple[int, int, int], num_classes: int, weights: str | None = "imagenet",
-                   ) -> keras.Model:
+def vgg16_transfer(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    weights: str | None = "imagenet",
+) -> keras.Model:
     """Chollet's VGG16 feature extraction model: frozen-able conv base, Flatten-Dense(256)-Dropout head.
 
     Expects `keras.applications.vgg16.preprocess_input` scaling (input pipeline
@@ -77,8 +80,10 @@ def vgg16_transfer(input_shape: tuple[int, int, int], num_classes: int, weights:
     part of it for fine-tuning never changes how its frozen layers compute.
     """
     if input_shape[-1] != 3:
-        raise UserError(f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
-                        "(use normalization='vgg16', which converts grey to RGB).")
+        raise UserError(
+            f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
+            "(use normalization='vgg16', which converts grey to RGB)."
+        )
     base = _vgg16_base(input_shape, weights)
     inputs = keras.Input(input_shape, name="images")
     x = base(inputs, training=False)
@@ -93,8 +98,10 @@ def _vgg16_base(input_shape: tuple[int, int, int], weights: str | None) -> keras
         return keras.applications.VGG16(include_top=False, weights=None, input_shape=input_shape)
     if weights != "imagenet":
         if not os.path.isfile(weights):
-            raise FileNotFoundError(f"VGG16 weights file {weights} (config model.weights) does not exist; give the "
-                                    f"path of a local .h5/.weights.h5 file, 'imagenet' or 'none'.")
+            raise FileNotFoundError(
+                f"VGG16 weights file {weights} (config model.weights) does not exist; give the "
+                f"path of a local .h5/.weights.h5 file, 'imagenet' or 'none'."
+            )
         return keras.applications.VGG16(include_top=False, weights=weights, input_shape=input_shape)
     try:
         return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=input_shape)
@@ -104,7 +111,8 @@ def _vgg16_base(input_shape: tuple[int, int, int], weights: str | None) -> keras
             f"VGG16 ImageNet weights are not cached and could not be downloaded ({e}). Put "
             f"{VGG16_NOTOP_WEIGHTS_FILE} (from https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
             f"{VGG16_NOTOP_WEIGHTS_FILE}) at {os.path.join(keras_home, 'models', VGG16_NOTOP_WEIGHTS_FILE)}, "
-            f"or pass a local path with --config.model.weights=/path/to/{VGG16_NOTOP_WEIGHTS_FILE}.") from e
+            f"or pass a local path with --config.model.weights=/path/to/{VGG16_NOTOP_WEIGHTS_FILE}."
+        ) from e
 
 
 def is_transfer(model: keras.Model) -> bool:
@@ -133,37 +141,44 @@ def batch_norm() -> layers.BatchNormalization:
 
 def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """LeCun et al. 1998 with ReLU: conv5(6)-pool-conv5(16)-pool-120-84."""
-    return keras.Sequential([
-        keras.Input(input_shape),
-        layers.Conv2D(6, 5, padding="same", activation="relu"),
-        layers.AveragePooling2D(2),
-        layers.Conv2D(16, 5, activation="relu"),
-        layers.AveragePooling2D(2),
-        layers.Flatten(),
-        layers.Dense(120, activation="relu"),
-        layers.Dense(84, activation="relu"),
-        output_layer(num_classes),
-    ], name="lenet5")
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(6, 5, padding="same", activation="relu"),
+            layers.AveragePooling2D(2),
+            layers.Conv2D(16, 5, activation="relu"),
+            layers.AveragePooling2D(2),
+            layers.Flatten(),
+            layers.Dense(120, activation="relu"),
+            layers.Dense(84, activation="relu"),
+            output_layer(num_classes),
+        ],
+        name="lenet5",
+    )
 
 
 def mnist_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """The Keras 'Simple MNIST convnet' example: two conv/pool blocks, dropout."""
-    return keras.Sequential([
-        keras.Input(input_shape),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dropout(0.5),
-        output_layer(num_classes),
-    ], name="mnist_cnn")
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            output_layer(num_classes),
+        ],
+        name="mnist_cnn",
+    )
 
 
 def separable_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """Depthwise-separable blocks at 32/64/128 filters; the stem is a plain Conv2D (few input channels)."""
-    model = keras.Sequential([keras.Input(input_shape), layers.Conv2D(32, 3, padding="same", activation="relu")],
-                             name="separable_cnn")
+    model = keras.Sequential(
+        [keras.Input(input_shape), layers.Conv2D(32, 3, padding="same", activation="relu")], name="separable_cnn"
+    )
     for filters in (32, 64, 128):
         model.add(layers.SeparableConv2D(filters, 3, padding="same", activation="relu"))
         model.add(batch_norm())
@@ -214,8 +229,12 @@ SCRATCH_MODELS: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = 
 MODEL_NAMES = ("vgg16_transfer", *SCRATCH_MODELS)
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, weights: str | None = None,
-                ) -> keras.Model:
+def build_model(
+    name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    weights: str | None = None,
+) -> keras.Model:
     """Builds model `name` (see MODEL_NAMES); `weights` applies to vgg16_transfer only."""
     input_shape = tuple(int(n) for n in input_shape)
     if name == "vgg16_transfer":
@@ -228,6 +247,10 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 def has_synchronized_batch_norm(model: keras.Model) -> bool:
-    return any(isinstance(layer, layers.BatchNormalization) and layer.synchronized
-               or isinstance(layer, keras.Model) and has_synchronized_batch_norm(layer)
-               for layer in model.layers)
+    return any(
+        isinstance(layer, layers.BatchNormalization)
+        and layer.synchronized
+        or isinstance(layer, keras.Model)
+        and has_synchronized_batch_norm(layer)
+        for layer in model.layers
+    )

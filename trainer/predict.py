@@ -9,10 +9,11 @@ other files are still classified, and the exit status is 1.
 This module also names the serving signature's inputs and outputs (trainer.export
 writes them), so that it imports nothing of the training code.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +33,10 @@ Prediction = list[tuple[str, float]]  # (class name, probability), most probable
 def load(model_path: str) -> Signature:
     """The serving signature of an export; a clear error if `model_path` is not one."""
     if not tf.io.gfile.exists(tf.io.gfile.join(model_path, "saved_model.pb")):
-        raise FileNotFoundError(f"--model={model_path}: no saved_model.pb there; pass the export/saved_model "
-                                "directory of a training run (model_dir/export/saved_model).")
+        raise FileNotFoundError(
+            f"--model={model_path}: no saved_model.pb there; pass the export/saved_model "
+            "directory of a training run (model_dir/export/saved_model)."
+        )
     signatures = tf.saved_model.load(model_path).signatures
     signature = signatures.get(SIGNATURE)
     if signature is None or INPUT not in signature.structured_input_signature[1]:
@@ -53,8 +56,11 @@ def classify(signature: Signature, encoded: bytes, top_k: int) -> Prediction:
     return [(names[i], float(probabilities[i])) for i in order]
 
 
-def classify_files(signature: Signature, paths: Sequence[str], top_k: int,
-                   ) -> tuple[dict[str, Prediction], dict[str, str]]:
+def classify_files(
+    signature: Signature,
+    paths: Sequence[str],
+    top_k: int,
+) -> tuple[dict[str, Prediction], dict[str, str]]:
     """Predictions of the files that could be classified, and the reason for each that could not."""
     predictions, errors = {}, {}
     for path in paths:
@@ -76,8 +82,9 @@ def format_prediction(path: str, prediction: Prediction) -> str:
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    flags.DEFINE_string("model", None, "The export/saved_model directory of a training run.",
-                        flag_values=flag_values, required=True)
+    flags.DEFINE_string(
+        "model", None, "The export/saved_model directory of a training run.", flag_values=flag_values, required=True
+    )
     flags.DEFINE_integer("top_k", 3, "Classes printed per image.", lower_bound=1, flag_values=flag_values)
 
 

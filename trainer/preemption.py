@@ -4,6 +4,7 @@ The signal only sets a flag; the loop checks it between step loops (all workers 
 and the process exits with EXIT_CODE. Why not TF's PreemptionCheckpointHandler: BUILD_NOTES.md, "Training runs
 survive interruptions".
 """
+
 from __future__ import annotations
 
 import signal
@@ -28,8 +29,11 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         del frame
-        logging.warning("Signal %d received: saving a checkpoint after the current step loop, then exiting "
-                        "with code %d.", signum, EXIT_CODE)
+        logging.warning(
+            "Signal %d received: saving a checkpoint after the current step loop, then exiting with code %d.",
+            signum,
+            EXIT_CODE,
+        )
         self.requested = True
 
     def __enter__(self) -> StopRequest:

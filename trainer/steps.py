@@ -6,9 +6,11 @@ sums reduced across replicas, the optimizer that applies the gradients. Evaluati
 pass, the same one --mode=eval runs. Kept apart from the driver so the benchmark (benchmarks/train_step.py) and the
 tests build the very step the trainer runs.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -29,9 +31,11 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 
 def _sums(labels: tf.Tensor, outputs: tf.Tensor, example_losses: tf.Tensor) -> Sums:
-    return {"loss": tf.reduce_sum(example_losses),
-            "correct": tf.reduce_sum(tf.cast(models.predicted_class(outputs) == labels, tf.float32)),
-            "count": tf.cast(tf.size(labels), tf.float32)}
+    return {
+        "loss": tf.reduce_sum(example_losses),
+        "correct": tf.reduce_sum(tf.cast(models.predicted_class(outputs) == labels, tf.float32)),
+        "count": tf.cast(tf.size(labels), tf.float32),
+    }
 
 
 def _zeros() -> Sums:
@@ -42,9 +46,14 @@ def _reduce(strategy: tf.distribute.Strategy, per_replica: Sums) -> Sums:
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
 
-def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    *, global_batch_size: int, jit_compile: bool,
-                    ) -> Callable[[Any, tf.Tensor], Sums]:
+def make_train_loop(
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    *,
+    global_batch_size: int,
+    jit_compile: bool,
+) -> Callable[[Any, tf.Tensor], Sums]:
     """A tf.function running `num_steps` synchronous steps from a distributed iterator; returns summed metrics
     and `first_nonfinite`, the index of the first step whose loss was NaN or Inf (-1: none).
 
@@ -53,6 +62,7 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimi
     `apply_gradients`, or any other cross-replica sum, fails under MirroredStrategy
     ("merge_call called while defining a new graph").
     """
+
     def forward_backward(images, labels):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
@@ -66,14 +76,16 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimi
 
     if jit_compile:
         if strategy.num_replicas_in_sync > 1 and models.has_synchronized_batch_norm(model):
-            raise UserError(f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
-                            f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
-                            "XLA); run without --config.jit_compile or on one replica.")
+            raise UserError(
+                f"jit_compile with {strategy.num_replicas_in_sync} replicas cannot compile "
+                f"{model.name}'s synchronized BatchNormalization (a cross-replica all-reduce inside "
+                "XLA); run without --config.jit_compile or on one replica."
+            )
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):
         gradients, sums = forward_backward(images, labels)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return sums
 
     @tf.function
@@ -83,18 +95,23 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model, optimi
         for i in tf.range(num_steps):
             sums = _reduce(strategy, strategy.run(replica_step, args=next(iterator)))
             totals = {k: totals[k] + sums[k] for k in totals}
-            first_nonfinite = tf.where(tf.logical_and(first_nonfinite < 0, tf.logical_not(
-                tf.math.is_finite(sums["loss"]))), i, first_nonfinite)
+            first_nonfinite = tf.where(
+                tf.logical_and(first_nonfinite < 0, tf.logical_not(tf.math.is_finite(sums["loss"]))), i, first_nonfinite
+            )
         return {**totals, "first_nonfinite": first_nonfinite}
 
     return train_loop
 
 
-def make_evaluator(strategy: tf.distribute.Strategy, model: keras.Model, data: Data,
-                   ) -> Callable[[], dict[str, float]]:
+def make_evaluator(
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    data: Data,
+) -> Callable[[], dict[str, float]]:
     """val_loss and val_accuracy over one pass of the eval input (see evaluate.make_evaluation_pass)."""
     evaluation_pass = evaluate.make_evaluation_pass(
-        strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples)
+        strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples
+    )
 
     def evaluate_model() -> dict[str, float]:
         totals = evaluation_pass()

@@ -1,4 +1,5 @@
 """TensorBoard summaries under model_dir/tensorboard/{train,validation}; the chief writes, others no-op."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -30,8 +31,9 @@ class Summaries:
         low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
         high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
         with self._train.as_default():
-            tf.summary.image("augmented_inputs", (images - low) / tf.maximum(high - low, 1e-6), step=step,
-                             max_outputs=MAX_IMAGES)
+            tf.summary.image(
+                "augmented_inputs", (images - low) / tf.maximum(high - low, 1e-6), step=step, max_outputs=MAX_IMAGES
+            )
 
     def flush(self) -> None:
         self._train.flush()

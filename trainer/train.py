@@ -4,11 +4,13 @@ A custom tf.distribute loop around a Keras 3 model and optimizer (why not `model
 the per-replica steps are built in trainer/steps.py. `run` is what `python -m trainer.main` calls with a validated
 config; `train_and_evaluate` takes a strategy and a `Data` directly (tests, other drivers).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import ml_collections
@@ -37,11 +39,25 @@ class Phase:
 
 
 def phases(config: ml_collections.ConfigDict) -> list[Phase]:
-    result = [Phase("train", config.epochs, config.optimizer, config.learning_rate,
-                    None if config.model.freeze_base else models.WHOLE_BASE)]
+    result = [
+        Phase(
+            "train",
+            config.epochs,
+            config.optimizer,
+            config.learning_rate,
+            None if config.model.freeze_base else models.WHOLE_BASE,
+        )
+    ]
     if config.fine_tune.epochs:
-        result.append(Phase("fine_tune", config.fine_tune.epochs, config.fine_tune.optimizer,
-                            config.fine_tune.learning_rate, config.fine_tune.unfreeze_from))
+        result.append(
+            Phase(
+                "fine_tune",
+                config.fine_tune.epochs,
+                config.fine_tune.optimizer,
+                config.fine_tune.learning_rate,
+                config.fine_tune.unfreeze_from,
+            )
+        )
     return [phase for phase in result if phase.epochs]
 
 
@@ -54,8 +70,12 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
     strategy = distribution.make_strategy(config.strategy, config.tpu)
     config.mixed_precision = distribution.resolve_precision(config.mixed_precision, config.strategy)
     distribution.set_precision(config.mixed_precision)
-    logging.info("Strategy %s with %d replicas, precision %s.", config.strategy, strategy.num_replicas_in_sync,
-                 config.mixed_precision)
+    logging.info(
+        "Strategy %s with %d replicas, precision %s.",
+        config.strategy,
+        strategy.num_replicas_in_sync,
+        config.mixed_precision,
+    )
     model, records = train_and_evaluate(config, strategy, load_data(config))
     if config.mode != "eval" and distribution.is_chief(strategy):
         _export_best_model(config, model)
@@ -68,8 +88,15 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
 
     def input_fn(split: str, training: bool) -> InputFn:
         return input_pipeline.make_input_fn(
-            info, split, training=training, image_size=image_size, global_batch_size=config.global_batch_size,
-            normalization=config.normalization, seed=config.seed, cache=config.cache)
+            info,
+            split,
+            training=training,
+            image_size=image_size,
+            global_batch_size=config.global_batch_size,
+            normalization=config.normalization,
+            seed=config.seed,
+            cache=config.cache,
+        )
 
     training, evaluating = config.mode != "eval", config.mode != "train"
     eval_split = config.test_split if config.mode == "eval" else config.eval_split
@@ -78,8 +105,9 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
         input_shape=(*image_size, input_pipeline.output_channels(info, config.normalization)),
         train_input_fn=input_fn(config.train_split, True) if training else None,
         eval_input_fn=input_fn(eval_split, False) if evaluating else None,
-        train_steps_per_epoch=(input_pipeline.steps_per_epoch(info, config.train_split, config.global_batch_size)
-                               if training else 0),
+        train_steps_per_epoch=(
+            input_pipeline.steps_per_epoch(info, config.train_split, config.global_batch_size) if training else 0
+        ),
         eval_examples=info.split_sizes.get(eval_split, 0),
         class_names=info.class_names,
     )
@@ -93,15 +121,17 @@ def _open_dataset(data_dir: str) -> input_pipeline.DatasetInfo:
         raise UserError(str(e)) from e
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
-                       data: Data) -> tuple[keras.Model, list[dict[str, Any]]]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, data: Data
+) -> tuple[keras.Model, list[dict[str, Any]]]:
     """Runs `config.mode`; returns the model and one metrics record per epoch (or the single evaluation)."""
     is_chief = distribution.is_chief(strategy)
     if is_chief:
         tf.io.gfile.makedirs(config.model_dir)
         config_file = EVAL_CONFIG_FILE if config.mode == "eval" else CONFIG_FILE
-        files.write_atomic(tf.io.gfile.join(config.model_dir, config_file),
-                           config.to_json_best_effort(indent=2, sort_keys=True))
+        files.write_atomic(
+            tf.io.gfile.join(config.model_dir, config_file), config.to_json_best_effort(indent=2, sort_keys=True)
+        )
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = models.build_model(config.model.name, data.input_shape, data.num_classes, config.model.weights)
@@ -112,25 +142,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, strategy: tf.distribut
     return model, _train(config, strategy, data, model, evaluate, checkpoint_dir, is_chief)
 
 
-def _evaluate_checkpoint(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, model: keras.Model,
-                         data: Data, is_chief: bool) -> dict[str, Any]:
+def _evaluate_checkpoint(
+    config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, model: keras.Model, data: Data, is_chief: bool
+) -> dict[str, Any]:
     """--mode=eval: the report of config.eval_checkpoint (default: the best model, else the latest checkpoint)
     on config.test_split, written by the chief to model_dir/eval/ (see trainer/evaluate.py)."""
     path = config.eval_checkpoint or checkpointing.best_or_latest_checkpoint(config.model_dir)
     if not path or not tf.io.gfile.exists(f"{path}.index"):
-        raise FileNotFoundError(f"--mode=eval: no checkpoint {path or 'in ' + config.model_dir}; train first, or "
-                                "set --config.eval_checkpoint=MODEL_DIR/checkpoints/ckpt-<step>.")
+        raise FileNotFoundError(
+            f"--mode=eval: no checkpoint {path or 'in ' + config.model_dir}; train first, or "
+            "set --config.eval_checkpoint=MODEL_DIR/checkpoints/ckpt-<step>."
+        )
     _restore_model(model, path)
     report = evaluation.evaluate_split(
-        strategy, model, data.eval_input_fn, num_examples=data.eval_examples,
+        strategy,
+        model,
+        data.eval_input_fn,
+        num_examples=data.eval_examples,
         class_names=data.class_names or tuple(str(k) for k in range(data.num_classes)),
-        split=config.test_split, checkpoint=path)
+        split=config.test_split,
+        checkpoint=path,
+    )
     if is_chief:
         evaluation.write_report(report, config.model_dir)
-    logging.info("eval %s on %s: loss=%.4f accuracy=%.4f", path, config.test_split, report["loss"],
-                 report["accuracy"])
-    return {"checkpoint": path, "split": config.test_split, "val_loss": report["loss"],
-            "val_accuracy": report["accuracy"]}
+    logging.info("eval %s on %s: loss=%.4f accuracy=%.4f", path, config.test_split, report["loss"], report["accuracy"])
+    return {
+        "checkpoint": path,
+        "split": config.test_split,
+        "val_loss": report["loss"],
+        "val_accuracy": report["accuracy"],
+    }
 
 
 def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) -> None:
@@ -138,8 +179,13 @@ def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) ->
     path = checkpointing.best_or_latest_checkpoint(config.model_dir)
     if path:  # None after zero epochs.
         _restore_model(model, path)
-    export.export_model(model, tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR),
-                        _open_dataset(config.data_dir), config.image_size, config.normalization)
+    export.export_model(
+        model,
+        tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR),
+        _open_dataset(config.data_dir),
+        config.image_size,
+        config.normalization,
+    )
 
 
 def _restore_model(model: keras.Model, path: str) -> None:
@@ -150,9 +196,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss or the weights became NaN or Inf; nothing after the last finite state was saved."""
 
 
-def _train(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, data: Data, model: keras.Model,
-           evaluate: Callable[[], dict[str, float]] | None, checkpoint_dir: str, is_chief: bool,
-           ) -> list[dict[str, Any]]:
+def _train(
+    config: ml_collections.ConfigDict,
+    strategy: tf.distribute.Strategy,
+    data: Data,
+    model: keras.Model,
+    evaluate: Callable[[], dict[str, float]] | None,
+    checkpoint_dir: str,
+    is_chief: bool,
+) -> list[dict[str, Any]]:
     return _Training(config, strategy, data, model, evaluate, checkpoint_dir, is_chief).run()
 
 
@@ -166,9 +218,16 @@ class _Training:
     A fresh run logs its first batch as images to TensorBoard; that batch is not trained on.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, data: Data,
-                 model: keras.Model, evaluate: Callable[[], dict[str, float]] | None, checkpoint_dir: str,
-                 is_chief: bool) -> None:
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        strategy: tf.distribute.Strategy,
+        data: Data,
+        model: keras.Model,
+        evaluate: Callable[[], dict[str, float]] | None,
+        checkpoint_dir: str,
+        is_chief: bool,
+    ) -> None:
         self.config, self.strategy, self.data, self.model, self.evaluate = config, strategy, data, model, evaluate
         self.checkpoint_dir, self.is_chief = checkpoint_dir, is_chief
         self.phases = phases(config)
@@ -185,7 +244,11 @@ class _Training:
         self.best_metric = config.best_metric if evaluate or not config.best_metric.startswith("val_") else ""
         self.best_manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=model, epoch=self.state.epoch, step=self.state.step),
-            tf.io.gfile.join(config.model_dir, checkpointing.BEST_SUBDIR), strategy, is_chief, max_to_keep=1)
+            tf.io.gfile.join(config.model_dir, checkpointing.BEST_SUBDIR),
+            strategy,
+            is_chief,
+            max_to_keep=1,
+        )
         self.any_worker = _make_any_worker(strategy)
         self.stop = preemption.StopRequest()
 
@@ -195,14 +258,21 @@ class _Training:
 
     def _check_resumable(self) -> None:
         state, steps_per_epoch = self.state, self.data.train_steps_per_epoch
-        logging.info("Resuming from %s: phase %d, epoch %d, step %d.", self.restored, int(state.phase.numpy()),
-                     int(state.epoch.numpy()), self._step)
+        logging.info(
+            "Resuming from %s: phase %d, epoch %d, step %d.",
+            self.restored,
+            int(state.phase.numpy()),
+            int(state.epoch.numpy()),
+            self._step,
+        )
         steps_into_epoch, phase = state.steps_into_epoch(steps_per_epoch), int(state.phase.numpy())
         if not 0 <= steps_into_epoch <= steps_per_epoch or phase > len(self.phases):
-            raise UserError(f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
-                            f"{phase}) does not fit this config ({steps_per_epoch} steps per epoch, "
-                            f"{len(self.phases)} phases): resume with the run's own config.json, or train "
-                            "in a new --model_dir.")
+            raise UserError(
+                f"{self.restored} (epoch {int(state.epoch.numpy())}, step {self._step}, phase "
+                f"{phase}) does not fit this config ({steps_per_epoch} steps per epoch, "
+                f"{len(self.phases)} phases): resume with the run's own config.json, or train "
+                "in a new --model_dir."
+            )
 
     def run(self) -> list[dict[str, Any]]:
         if self.restored:
@@ -226,20 +296,39 @@ class _Training:
             optimizer.build(self.model.trainable_variables)
         if self.restored and self.state.steps_into_phase(self.data.train_steps_per_epoch) > 0:
             checkpointing.restore_optimizer(self.restored, optimizer)
-        train_loop = steps.make_train_loop(self.strategy, self.model, optimizer,
-                                           global_batch_size=self.config.global_batch_size,
-                                           jit_compile=self.config.jit_compile)
+        train_loop = steps.make_train_loop(
+            self.strategy,
+            self.model,
+            optimizer,
+            global_batch_size=self.config.global_batch_size,
+            jit_compile=self.config.jit_compile,
+        )
         manager = checkpointing.make_manager(
             tf.train.Checkpoint(model=self.model, optimizer=optimizer, **self.state.variables()),
-            self.checkpoint_dir, self.strategy, self.is_chief, self.config.checkpoints_to_keep)
-        logging.info("Phase %s: %d epochs, %s lr=%g, %d trainable variables.", phase.name, phase.epochs,
-                     phase.optimizer, phase.learning_rate, len(self.model.trainable_variables))
+            self.checkpoint_dir,
+            self.strategy,
+            self.is_chief,
+            self.config.checkpoints_to_keep,
+        )
+        logging.info(
+            "Phase %s: %d epochs, %s lr=%g, %d trainable variables.",
+            phase.name,
+            phase.epochs,
+            phase.optimizer,
+            phase.learning_rate,
+            len(self.model.trainable_variables),
+        )
         while int(self.state.phase.numpy()) == index:
             images_per_second = self._run_epoch(phase, train_loop, optimizer, manager)
             self._end_epoch(index, phase, optimizer, manager, images_per_second)
 
-    def _run_epoch(self, phase: Phase, train_loop: Callable[[Any, tf.Tensor], steps.Sums],
-                   optimizer: keras.optimizers.Optimizer, manager: tf.train.CheckpointManager) -> float | None:
+    def _run_epoch(
+        self,
+        phase: Phase,
+        train_loop: Callable[[Any, tf.Tensor], steps.Sums],
+        optimizer: keras.optimizers.Optimizer,
+        manager: tf.train.CheckpointManager,
+    ) -> float | None:
         """The epoch's remaining steps, `steps_per_loop` at a time; returns images/s (None if none ran)."""
         state, steps_per_epoch, every = self.state, self.data.train_steps_per_epoch, self.config.checkpoint_every_steps
         count = seconds = 0.0
@@ -251,37 +340,59 @@ class _Training:
             totals = {k: float(v.numpy()) for k, v in train_loop(self.iterator, tf.constant(num_steps)).items()}
             seconds += time.perf_counter() - start
             if totals["first_nonfinite"] >= 0:
-                self._fail_non_finite(f"training loss is NaN or Inf at step "
-                                      f"{self._step + int(totals['first_nonfinite']) + 1}", phase)
+                self._fail_non_finite(
+                    f"training loss is NaN or Inf at step {self._step + int(totals['first_nonfinite']) + 1}", phase
+                )
             state.step.assign_add(num_steps)
-            for variable, key in ((state.epoch_loss, "loss"), (state.epoch_correct, "correct"),
-                                  (state.epoch_count, "count")):
+            for variable, key in (
+                (state.epoch_loss, "loss"),
+                (state.epoch_correct, "correct"),
+                (state.epoch_count, "count"),
+            ):
                 variable.assign_add(totals[key])
             count += totals["count"]
-            self.summaries.train(self._step, {
-                "loss": totals["loss"] / totals["count"], "accuracy": totals["correct"] / totals["count"],
-                "learning_rate": _learning_rate(optimizer), "images_per_second": count / seconds})
+            self.summaries.train(
+                self._step,
+                {
+                    "loss": totals["loss"] / totals["count"],
+                    "accuracy": totals["correct"] / totals["count"],
+                    "learning_rate": _learning_rate(optimizer),
+                    "images_per_second": count / seconds,
+                },
+            )
             stopping = bool(self.any_worker(tf.constant(float(self.stop.requested))) > 0)
             if stopping or every and self._step % every == 0 and done + num_steps < steps_per_epoch:
                 path = self._save(manager, phase)
             if stopping:
                 self.summaries.flush()
-                raise preemption.Preempted(f"stopped by a termination signal at step {self._step} (epoch "
-                                           f"{int(state.epoch.numpy()) + 1}); saved {path}. Rerun the same "
-                                           "command to resume.")
+                raise preemption.Preempted(
+                    f"stopped by a termination signal at step {self._step} (epoch "
+                    f"{int(state.epoch.numpy()) + 1}); saved {path}. Rerun the same "
+                    "command to resume."
+                )
         return count / seconds if seconds else None
 
-    def _end_epoch(self, index: int, phase: Phase, optimizer: keras.optimizers.Optimizer,
-                   manager: tf.train.CheckpointManager, images_per_second: float | None) -> None:
+    def _end_epoch(
+        self,
+        index: int,
+        phase: Phase,
+        optimizer: keras.optimizers.Optimizer,
+        manager: tf.train.CheckpointManager,
+        images_per_second: float | None,
+    ) -> None:
         """Evaluates, tracks the best model, decides whether the phase ends, records and saves."""
         state = self.state
         state.epoch.assign_add(1)
         epoch, count = int(state.epoch.numpy()), float(state.epoch_count.numpy())
-        record = {"phase": phase.name, "epoch": epoch, "step": self._step,
-                  "train_loss": float(state.epoch_loss.numpy()) / count,
-                  "train_accuracy": float(state.epoch_correct.numpy()) / count,
-                  "learning_rate": _learning_rate(optimizer),
-                  "images_per_second": images_per_second}  # The first epoch includes tracing.
+        record = {
+            "phase": phase.name,
+            "epoch": epoch,
+            "step": self._step,
+            "train_loss": float(state.epoch_loss.numpy()) / count,
+            "train_accuracy": float(state.epoch_correct.numpy()) / count,
+            "learning_rate": _learning_rate(optimizer),
+            "images_per_second": images_per_second,
+        }  # The first epoch includes tracing.
         if self.evaluate is not None:
             record.update(self.evaluate())
             self.summaries.validation(self._step, {"loss": record["val_loss"], "accuracy": record["val_accuracy"]})
@@ -295,9 +406,15 @@ class _Training:
         patience = self.config.early_stopping_patience
         stop_early = bool(patience) and epoch - max(int(state.best_epoch.numpy()), phase_start) >= patience
         if stop_early:
-            logging.info("Early stopping of phase %s at epoch %d: no better %s for %d epochs (best %.4f at "
-                         "epoch %d).", phase.name, epoch, self.best_metric, patience, float(state.best_value.numpy()),
-                         int(state.best_epoch.numpy()))
+            logging.info(
+                "Early stopping of phase %s at epoch %d: no better %s for %d epochs (best %.4f at epoch %d).",
+                phase.name,
+                epoch,
+                self.best_metric,
+                patience,
+                float(state.best_value.numpy()),
+                int(state.best_epoch.numpy()),
+            )
         if stop_early or epoch - phase_start >= phase.epochs:
             state.phase.assign(index + 1)
             state.phase_start_epoch.assign(epoch)
@@ -318,19 +435,29 @@ class _Training:
     def _save_best(self, record: dict[str, Any], phase: Phase) -> None:
         path = self._save(self.best_manager, phase)
         if self.is_chief:
-            checkpointing.write_best_info(self.config.model_dir, {
-                "checkpoint": path, "metric": self.best_metric, "mode": self.config.best_mode,
-                "value": record[self.best_metric], "epoch": record["epoch"], "step": record["step"],
-                "phase": record["phase"]})
-        logging.info("New best %s=%.4f at epoch %d: %s.", self.best_metric, record[self.best_metric],
-                     record["epoch"], path)
+            checkpointing.write_best_info(
+                self.config.model_dir,
+                {
+                    "checkpoint": path,
+                    "metric": self.best_metric,
+                    "mode": self.config.best_mode,
+                    "value": record[self.best_metric],
+                    "epoch": record["epoch"],
+                    "step": record["step"],
+                    "phase": record["phase"],
+                },
+            )
+        logging.info(
+            "New best %s=%.4f at epoch %d: %s.", self.best_metric, record[self.best_metric], record["epoch"], path
+        )
 
     def _fail_non_finite(self, what: str, phase: Phase) -> None:
         self.summaries.flush()
         raise NonFiniteLossError(
             f"{what} (epoch {int(self.state.epoch.numpy()) + 1}, phase {phase.name}); stopped without saving. "
             f"Last good checkpoint: {tf.train.latest_checkpoint(self.checkpoint_dir) or 'none'}. Lower the "
-            "learning rate or check the data.")
+            "learning rate or check the data."
+        )
 
 
 def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
@@ -339,6 +466,7 @@ def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
 
 def _make_any_worker(strategy: tf.distribute.Strategy) -> Callable[[tf.Tensor], tf.Tensor]:
     """Sum of a 0/1 flag over all replicas: a signal on any worker stops every worker at the same step."""
+
     @tf.function
     def any_worker(flag: tf.Tensor) -> tf.Tensor:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
@@ -347,9 +475,14 @@ def _make_any_worker(strategy: tf.distribute.Strategy) -> Callable[[tf.Tensor], 
 
 
 def _log_epoch(record: dict[str, Any], total_epochs: int) -> None:
-    message = (f"epoch {record['epoch']}/{total_epochs} ({record['phase']}): "
-               f"train_loss={record['train_loss']:.4f} train_accuracy={record['train_accuracy']:.4f}")
+    message = (
+        f"epoch {record['epoch']}/{total_epochs} ({record['phase']}): "
+        f"train_loss={record['train_loss']:.4f} train_accuracy={record['train_accuracy']:.4f}"
+    )
     if "val_loss" in record:
         message += f" val_loss={record['val_loss']:.4f} val_accuracy={record['val_accuracy']:.4f}"
-    logging.info("%s images/s=%s", message, f"{record['images_per_second']:.1f}"
-                 if record["images_per_second"] is not None else "-")
+    logging.info(
+        "%s images/s=%s",
+        message,
+        f"{record['images_per_second']:.1f}" if record["images_per_second"] is not None else "-",
+    )
