@@ -88,9 +88,9 @@ _VALIDATION_SIZE = flags.DEFINE_string(
 
 def build_options(argv: Sequence[str]) -> options.BuildOptions:
     """The parsed flags as one BuildOptions; `argv[1:]` are the flags left for Beam."""
-    for flag in (_DATASET, _OUTPUT_DIR):
-        if flag.value is None:
-            raise options.UserError(f"--{flag.name} is required")
+    dataset, output_dir = _DATASET.value, _OUTPUT_DIR.value
+    if dataset is None or output_dir is None:
+        raise options.UserError(f"--{'dataset' if dataset is None else 'output_dir'} is required")
     try:
         image = images.ImageOptions(
             image_size=_IMAGE_SIZE.value,
@@ -102,8 +102,8 @@ def build_options(argv: Sequence[str]) -> options.BuildOptions:
     except ValueError as e:
         raise options.UserError(str(e)) from None
     return options.BuildOptions(
-        dataset=_DATASET.value,
-        output_dir=_OUTPUT_DIR.value,
+        dataset=dataset,
+        output_dir=output_dir,
         overwrite=_OVERWRITE.value,
         name=_NAME.value,
         shard_size_mb=_SHARD_SIZE_MB.value,

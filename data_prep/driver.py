@@ -170,6 +170,7 @@ def build(options: BuildOptions) -> dict[str, Any]:
 def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Source:
     """A raw image folder, listed and labelled in the driver."""
     threads = runners.decode_threads(beam_options, options.decode_threads)
+    assert options.input_dir, "BuildOptions requires an input_dir for folder datasets"
     try:
         split_spec = splits.SplitSpec.parse(options.split)
         listing = folders.list_input(options.input_dir, options.dataset, options.layout, options.class_names)
@@ -255,7 +256,7 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
         return {}
     if not found:
         return {}
-    totals = collections.Counter()
+    totals: collections.Counter[str] = collections.Counter()
     for counter in found:  # One entry per step that increments it; attempted where a runner commits none.
         totals[counter.key.metric.name] += counter.attempted if counter.committed is None else counter.committed
     expected = {

@@ -148,6 +148,7 @@ class _ClassMapper:
 
     def __init__(self, dataset: str, class_names: Sequence[str] | None, found: Sequence[str]):
         self.dataset = dataset
+        self.class_names: tuple[str, ...]
         if dataset == "catsdogs":
             self.class_names = CATSDOGS_CLASSES
         elif class_names:
@@ -179,7 +180,7 @@ def _is_known_class(name: str, dataset: str, class_names: Sequence[str] | None) 
     """Whether a folder name is one of the classes known before listing (catsdogs, or --class_names)."""
     if dataset == "catsdogs":
         return _catsdogs_name(name) in CATSDOGS_CLASSES
-    return bool(class_names) and name in class_names
+    return class_names is not None and name in class_names
 
 
 def list_input(input_dir: str, dataset: str, layout: str = "auto", class_names: Sequence[str] | None = None) -> Listing:
@@ -253,24 +254,27 @@ def _label(
     special: dict[str, str],
 ) -> Listing:
     """Every file's label, fixed split or skip reason under one layout."""
-    readable = [p for p in relpaths if parts[p] and p not in special]
+    readable = [c for p, c in parts.items() if c is not None and p not in special]
     if layout == "flat":
-        names = [parts[p][-1].split(".")[0] for p in readable]
+        names = [c[-1].split(".")[0] for c in readable]
     elif layout == "split_folders":
-        names = [parts[p][1] for p in readable if len(parts[p]) > 2]
+        names = [c[1] for c in readable if len(c) > 2]
     else:
-        names = [parts[p][0] for p in readable if len(parts[p]) > 1]
+        names = [c[0] for c in readable if len(c) > 1]
     mapper = _ClassMapper(dataset, class_names, names)
 
     entries = []
     for relpath in relpaths:
         junk = next((r for r in map(images.junk_reason, relpath.split("/")) if r), None)
+        components = parts[relpath]
+        placed: tuple[int | None, str | None, str | None]
         if junk or relpath in special:
-            label, split, skip = None, None, junk or special[relpath]
-        elif parts[relpath] is None:
-            label, split, skip = None, None, f"skipped: outside the data folder {prefix.rstrip('/')}"
+            placed = None, None, junk or special[relpath]
+        elif components is None:
+            placed = None, None, f"skipped: outside the data folder {prefix.rstrip('/')}"
         else:
-            label, split, skip = _place(layout, parts[relpath], mapper)
+            placed = _place(layout, components, mapper)
+        label, split, skip = placed
         entries.append(
             ManifestEntry(
                 path=full(relpath),
@@ -300,7 +304,7 @@ def _filesystem(protocol: str) -> fsspec.AbstractFileSystem:
 
 def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     """Reads, decodes and encodes one file; free of Beam calls, so several files can be read at once."""
-    if entry.skip:
+    if entry.skip or entry.label is None:
         return FileResult(problem=results.SKIPPED, reason=entry.skip)
     try:
         data = _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)

@@ -164,7 +164,7 @@ def _orient(image: Image.Image) -> str | None:
 def decode(data: bytes, options: ImageOptions) -> DecodedImage:
     """Sniffs, size-checks (before decoding), decodes, orients, converts and resizes one file."""
     image = _open(data, options)
-    source_format = image.format
+    source_format = image.format or "unknown"
     # From the original size: the draft-reduced size below would round to a pixel more or less on some photos.
     size = target_size(*image.size, options)
     try:

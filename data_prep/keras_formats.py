@@ -117,7 +117,10 @@ def iter_tar_members(path: str, folder: str, names: Iterable[str]) -> Iterator[t
                         f"more than the {MAX_MEMBER_BYTES} accepted."
                     )
                 seen.add(name)
-                yield name, tar.extractfile(info).read()
+                member = tar.extractfile(info)
+                if member is None:  # Not a regular file; links and devices were refused above.
+                    raise MalformedSourceError(f"{path}: member {info.name!r} is not a regular file.")
+                yield name, member.read()
     except MalformedSourceError:
         raise
     except _DECODE_ERRORS as e:

@@ -318,6 +318,7 @@ def _layout(dataset: str, path: str) -> tuple[str, str]:
         return IDX_GZ, path
     if _isfile(path):
         return CIFAR_TAR, path
+    assert spec.folder is not None, "every CIFAR spec names its archive's folder"
     for folder in (path, _join(path, spec.folder)):
         if _isfile(_join(folder, spec.members["test"][0])):
             return CIFAR_DIR, folder
@@ -387,6 +388,7 @@ def _decode(dataset: str, fmt: str, path: str) -> _Decoded:
             CLASS_NAMES[dataset],
         )
     wanted = names + [_CIFAR100_META] if spec.num_coarse_classes else names
+    assert spec.folder is not None, "every CIFAR spec names its archive's folder"
     if fmt == CIFAR_TAR:
         blobs = keras_formats.iter_tar_members(path, spec.folder, wanted)
     else:
@@ -394,12 +396,14 @@ def _decode(dataset: str, fmt: str, path: str) -> _Decoded:
     members, class_names, coarse_names = {}, CLASS_NAMES.get(dataset), None
     for name, data in blobs:  # Decode as read: raw and decoded copies never all coexist.
         where = f"{path} ({name})"
-        if name == _CIFAR100_META:
+        if name == _CIFAR100_META and spec.num_coarse_classes:
             class_names, coarse_names = keras_formats.decode_cifar100_meta(
                 data, where, spec.num_classes, spec.num_coarse_classes
             )
         else:
             members[name] = keras_formats.decode_cifar_batch(data, where, spec.num_classes, spec.num_coarse_classes)
+    if class_names is None:
+        raise keras_formats.MalformedSourceError(f"{path}: no {_CIFAR100_META} naming the classes")
     return _Decoded(members, class_names, coarse_names)
 
 

@@ -119,6 +119,7 @@ def _assign_split(pointer: Pointer, split_spec: SplitSpec) -> Pointer:
 
 def _shard_key(pointer: Pointer, counts: dict[str, int]):
     split = pointer.info.split
+    assert split is not None, "shard keys are taken after split assignment"
     return (split, shard_hash(split, pointer.info.key) * counts[split] >> 128, counts[split]), pointer
 
 
@@ -176,7 +177,9 @@ class WriteDataset(beam.PTransform):
             | "SizeBySplit" >> beam.Map(lambda p: (p.info.split, (1, p.length)))
             | "SumBySplit" >> beam.CombinePerKey(_sum_pairs)
             | "NumShards"
-            >> beam.MapTuple(lambda split, sizes: (split, num_shards(*sizes, o.shard_size_bytes, o.num_shards)))
+            >> beam.MapTuple(
+                lambda split, sizes: (split, num_shards(sizes[0], sizes[1], o.shard_size_bytes, o.num_shards))
+            )
         )
         shards = (
             assigned

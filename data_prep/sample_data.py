@@ -42,7 +42,9 @@ def photo_like(rng: np.random.Generator, photo: np.ndarray, width: int, height: 
     scale = rng.uniform(0.5, 1.0)
     crop_h, crop_w = int(h * scale), int(w * scale)
     top, left = rng.integers(0, h - crop_h + 1), rng.integers(0, w - crop_w + 1)
-    image = Image.fromarray(photo[top : top + crop_h, left : left + crop_w]).resize((width, height), Image.BILINEAR)
+    image = Image.fromarray(photo[top : top + crop_h, left : left + crop_w]).resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     pixels = np.asarray(image).astype(np.float32) * rng.uniform(0.8, 1.2)

@@ -20,7 +20,7 @@ class SpillRecords(beam.DoFn):
 
     def start_bundle(self):
         self._file = None
-        self._path = None
+        self._path = ""  # Named when the bundle's first record comes.
         self._offset = 0  # Counted, not asked: tell() on a buffered file is a system call per record.
 
     def process(self, example: Example) -> Iterable[Pointer]:

@@ -63,6 +63,7 @@ def summarize(num_pixels: int, moments: np.ndarray | Moments | None) -> dict | N
     """The metadata form: per-channel mean, std (population), min, max on the stored 0..255 scale."""
     if moments is None or num_pixels == 0:
         return None
+    moments = np.asarray(moments, dtype=np.float64)
     mean = moments[_SUM] / num_pixels
     variance = np.maximum(moments[_SUM_SQUARES] / num_pixels - np.square(mean), 0.0)
     return {

@@ -17,6 +17,8 @@ SIGTERM after saving: restart it. Any other exception is a bug and keeps its tra
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 from absl import app, flags
@@ -32,7 +34,7 @@ USER_ERRORS = (
     models.MissingWeightsError,
     train.NonFiniteLossError,
 )
-_DEFINE_BY_TYPE = {
+_DEFINE_BY_TYPE: dict[type, Callable[..., Any]] = {
     bool: flags.DEFINE_boolean,
     int: flags.DEFINE_integer,
     float: flags.DEFINE_float,

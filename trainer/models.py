@@ -236,7 +236,7 @@ def build_model(
     weights: str | None = None,
 ) -> keras.Model:
     """Builds model `name` (see MODEL_NAMES); `weights` applies to vgg16_transfer only."""
-    input_shape = tuple(int(n) for n in input_shape)
+    input_shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
     if name == "vgg16_transfer":
         return vgg16_transfer(input_shape, num_classes, weights)
     if name not in SCRATCH_MODELS:

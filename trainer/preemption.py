@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import types
+from typing import Any
 
 from absl import logging
 
@@ -25,7 +26,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Any = None  # The handler SIGTERM had: a function, SIG_DFL or SIG_IGN.
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         del frame

@@ -109,6 +109,7 @@ def make_evaluator(
     data: Data,
 ) -> Callable[[], dict[str, float]]:
     """val_loss and val_accuracy over one pass of the eval input (see evaluate.make_evaluation_pass)."""
+    assert data.eval_input_fn is not None, "an evaluator needs the eval input"
     evaluation_pass = evaluate.make_evaluation_pass(
         strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples
     )

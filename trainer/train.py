@@ -84,7 +84,7 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
     info = _open_dataset(config.data_dir)
-    image_size = tuple(int(n) for n in config.image_size)
+    image_size = (int(config.image_size[0]), int(config.image_size[1]))
 
     def input_fn(split: str, training: bool) -> InputFn:
         return input_pipeline.make_input_fn(
@@ -153,6 +153,7 @@ def _evaluate_checkpoint(
             f"--mode=eval: no checkpoint {path or 'in ' + config.model_dir}; train first, or "
             "set --config.eval_checkpoint=MODEL_DIR/checkpoints/ckpt-<step>."
         )
+    assert data.eval_input_fn is not None, "--mode=eval reads the test split"
     _restore_model(model, path)
     report = evaluation.evaluate_split(
         strategy,
@@ -384,7 +385,7 @@ class _Training:
         state = self.state
         state.epoch.assign_add(1)
         epoch, count = int(state.epoch.numpy()), float(state.epoch_count.numpy())
-        record = {
+        record: dict[str, Any] = {
             "phase": phase.name,
             "epoch": epoch,
             "step": self._step,
