@@ -6,7 +6,7 @@ DEMO_DIR ?= demo_output
 # pytest-xdist workers; each test file runs in one worker (heavy TF tests are spread over the cores).
 TEST_WORKERS ?= 2
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ demo: venv
 	@echo "Evaluation on test:        $(DEMO_DIR)/run/eval/"
 	@echo "Serving export:            $(DEMO_DIR)/run/export/saved_model (python -m trainer.predict --model=... IMAGE ...)"
 	@echo "TensorBoard:               tensorboard --logdir=$(DEMO_DIR)/run/tensorboard"
+
+# Lint, format and type check (configured in pyproject.toml); CI runs it before the tests.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # pytest's exit status 5 means no test was collected: reported, and a failure like any other.
 test: venv

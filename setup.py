@@ -32,6 +32,8 @@ setuptools.setup(
             "psutil>=5.9",
             "scikit-image>=0.24,<1",
             "gcp-storage-emulator>=2024.1",  # tests/test_gcs.py: a local GCS server.
+            "ruff>=0.17,<0.18",  # make lint: lint and format (pyproject.toml).
+            "mypy>=2.4,<3",  # make lint: type check.
         ],
         "samples": ["scikit-image>=0.24,<1"],
     },
