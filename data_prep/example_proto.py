@@ -1,7 +1,7 @@
 """`tf.train.Example` message classes without importing TensorFlow.
 
-Beam workers unpickle every module their DoFns name; importing TensorFlow there cost
-4-10 s and ~500 MB per worker process (benchmarks/data_prep_throughput.py). The
+Beam workers unpickle every module their DoFns name, and importing TensorFlow there costs
+each worker process seconds and hundreds of MB (BUILD_NOTES.md, Decisions). The
 messages are declared here with the field numbers of tensorflow/core/example/*.proto
 (the subset we write: bytes and int64 features) in a private descriptor pool, so the
 protobuf runtime serializes them exactly as TensorFlow's own classes do (tested).

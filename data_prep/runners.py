@@ -22,8 +22,9 @@ PROGRESS_INTERVAL_S = 10.0
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "SwitchingDirectRunner")  # Runner classes, as Beam resolves --runner.
-# Busy decode threads one process runs well: its decode path holds the GIL ~30% of the time (Pillow's JPEG encoder,
-# statistics, Beam's per-element work), so more threads would queue for it. Bigger machines get a worker per 2 cores.
+# Busy decode threads one process runs well: its decode path holds the GIL part of the time (Pillow's JPEG encoder,
+# statistics, Beam's per-element work), so more threads would queue for it (BUILD_NOTES.md, Local runner). Bigger
+# machines get a worker per 2 cores.
 THREADS_PER_PROCESS = 2
 
 
