@@ -139,7 +139,7 @@ def train_and_evaluate(
         return model, [_evaluate_checkpoint(config, strategy, model, data, is_chief)]
     evaluate = steps.make_evaluator(strategy, model, data) if data.eval_input_fn else None
     checkpoint_dir = tf.io.gfile.join(config.model_dir, CHECKPOINT_SUBDIR)
-    return model, _train(config, strategy, data, model, evaluate, checkpoint_dir, is_chief)
+    return model, _Training(config, strategy, data, model, evaluate, checkpoint_dir, is_chief).run()
 
 
 def _evaluate_checkpoint(
@@ -195,18 +195,6 @@ def _restore_model(model: keras.Model, path: str) -> None:
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the weights became NaN or Inf; nothing after the last finite state was saved."""
-
-
-def _train(
-    config: ml_collections.ConfigDict,
-    strategy: tf.distribute.Strategy,
-    data: Data,
-    model: keras.Model,
-    evaluate: Callable[[], dict[str, float]] | None,
-    checkpoint_dir: str,
-    is_chief: bool,
-) -> list[dict[str, Any]]:
-    return _Training(config, strategy, data, model, evaluate, checkpoint_dir, is_chief).run()
 
 
 class _Training:
