@@ -28,7 +28,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from data_prep import examples, images, progress, results, schema, stats
-from data_prep.options import LAYOUTS
+from data_prep.options import LAYOUTS, BuildOptions
 
 SPLIT_FOLDER_NAMES = {
     "train": "train",
@@ -183,7 +183,9 @@ def _is_known_class(name: str, dataset: str, class_names: Sequence[str] | None) 
     return class_names is not None and name in class_names
 
 
-def list_input(input_dir: str, dataset: str, layout: str = "auto", class_names: Sequence[str] | None = None) -> Listing:
+def list_input(
+    input_dir: str, dataset: str, layout: str = BuildOptions.layout, class_names: Sequence[str] | None = None
+) -> Listing:
     """Lists the input and labels every file from its layout; raises LayoutError on unusable input.
 
     `auto` reads the folders first; if that labels nothing and the classes are known (catsdogs, or

@@ -133,16 +133,18 @@ def _sum_pairs(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class WriteOptions:
+    """What the write graph needs of a build (options.BuildOptions, resolved by the driver; no defaults here)."""
+
     output_dir: str  # The temporary dataset directory.
     work_dir: str
     name: str
     split_spec: SplitSpec
     image_options: images.ImageOptions
-    shard_size_bytes: int = 128 * 2**20
-    num_shards: int = 0  # Per split; 0: from shard_size_bytes.
-    augment_copies: int = 0  # Offline-augmented copies per training example.
-    seed: int = 0  # Of the offline augmentation.
-    policy: schema.AugmentationPolicy = schema.AugmentationPolicy()
+    shard_size_bytes: int
+    num_shards: int  # Per split; 0: from shard_size_bytes.
+    augment_copies: int  # Offline-augmented copies per training example.
+    seed: int  # Of the offline augmentation.
+    policy: schema.AugmentationPolicy
     train_split: str = "train"  # Statistics and offline augmentation use this split only.
 
 
