@@ -3,7 +3,7 @@
 Beam workers unpickle every module their DoFns name, and importing TensorFlow there costs
 each worker process seconds and hundreds of MB (BUILD_NOTES.md, Decisions). The
 messages are declared here with the field numbers of tensorflow/core/example/*.proto
-(the subset we write: bytes and int64 features) in a private descriptor pool, so the
+(the subset we write: bytes, float and int64 features) in a private descriptor pool, so the
 protobuf runtime serializes them exactly as TensorFlow's own classes do (tested).
 """
 
@@ -24,11 +24,18 @@ def _message(name, *fields, options=None):
 def _build_pool() -> descriptor_pool.DescriptorPool:
     proto = descriptor_pb2.FileDescriptorProto(name="data_prep/example.proto", package="tensorflow", syntax="proto3")
     repeated, optional = _F.LABEL_REPEATED, _F.LABEL_OPTIONAL
+    packed = descriptor_pb2.FieldOptions(packed=True)
     proto.message_type.add().CopyFrom(_message("BytesList", ("value", 1, _F.TYPE_BYTES, None, repeated)))
-    proto.message_type.add().CopyFrom(_message("Int64List", ("value", 1, _F.TYPE_INT64, None, repeated)))
+    float_list = _message("FloatList", ("value", 1, _F.TYPE_FLOAT, None, repeated))
+    float_list.field[0].options.CopyFrom(packed)
+    proto.message_type.add().CopyFrom(float_list)
+    int64_list = _message("Int64List", ("value", 1, _F.TYPE_INT64, None, repeated))
+    int64_list.field[0].options.CopyFrom(packed)
+    proto.message_type.add().CopyFrom(int64_list)
     feature = _message(
         "Feature",
         ("bytes_list", 1, _F.TYPE_MESSAGE, ".tensorflow.BytesList", optional),
+        ("float_list", 2, _F.TYPE_MESSAGE, ".tensorflow.FloatList", optional),
         ("int64_list", 3, _F.TYPE_MESSAGE, ".tensorflow.Int64List", optional),
     )
     feature.oneof_decl.add(name="kind")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # Beam workers import this module: TensorFlow is imported onl
 SCHEMA_VERSION = 1
 
 # Feature keys.
-IMAGE = "image"
+IMAGE = "image"  # Encoded image bytes (image datasets).
+FEATURES = "features"  # float32 outputs of a frozen base model for the image (feature datasets; shape in metadata).
 FILENAME = "image/filename"  # Path under the input folder; UTF-8, or the name's own bytes where it is not UTF-8.
 LABEL = "label"
 KEY = "image/key"  # Stable content key: sha256 of the source bytes (or of the source record).
@@ -103,6 +104,19 @@ class ImageSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """How the stored features were made: a frozen base model's outputs for each image of a source dataset."""
+
+    shape: tuple[int, ...]  # Of one example's float32 features, e.g. VGG16's (4, 4, 512) at 150 px.
+    base_model: str  # e.g. "vgg16" (trainer.models).
+    weights: str  # The weights file the base was loaded from.
+    weights_sha256: str
+    input_size: tuple[int, int]  # (height, width) the images were resized to, as the trainer's input pipeline does.
+    normalization: str  # What the base saw: the trainer's normalization of that name.
+    precision: str  # The Keras dtype policy the base ran in.
+
+
+@dataclasses.dataclass(frozen=True)
 class SplitInfo:
     num_examples: int
     shard_lengths: tuple[int, ...]  # Records per shard file, in shard order.
@@ -144,12 +158,15 @@ def _from_mapping(cls, values: Mapping[str, Any], **converters: Any):
     the field (`splits: train: ...`)."""
     if not isinstance(values, Mapping):
         raise ValueError(f"expected an object, got {values!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    missing, unknown = [n for n in names if n not in values], sorted(set(values) - set(names))
+    fields_ = dataclasses.fields(cls)
+    names = [f.name for f in fields_]
+    optional = {f.name for f in fields_ if f.default is not dataclasses.MISSING}  # Added after files were written.
+    missing = [n for n in names if n not in values and n not in optional]
+    unknown = sorted(set(values) - set(names))
     if missing or unknown:
         raise ValueError(f"missing fields {missing}" if missing else f"unknown fields {unknown}")
     fields = {}
-    for name in names:
+    for name in (n for n in names if n in values):
         try:
             fields[name] = converters.get(name, _plain)(values[name])
         except (TypeError, ValueError, AttributeError) as e:
@@ -190,14 +207,19 @@ class DatasetMetadata:
 
     dataset: str  # The name: shard files are `{dataset}-{split}.tfrecord-...`.
     class_names: tuple[str, ...]  # Label k is class_names[k].
-    image: ImageSpec
+    image: ImageSpec | None  # Image datasets (records hold IMAGE); None for feature datasets.
     splits: dict[str, SplitInfo]
     augmentation: AugmentationPolicy
     statistics: Statistics | None  # Of the train split; None when it is empty.
     source: dict[str, Any]  # Provenance: input folder and layout, or source files and their sha256.
     build: BuildSettings
     coarse_class_names: tuple[str, ...] | None = None  # CIFAR-100's superclasses.
+    features: FeatureSpec | None = None  # Feature datasets (records hold FEATURES); None for image datasets.
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if (self.image is None) == (self.features is None):
+            raise ValueError("a dataset holds either images (image) or features (features), exactly one of them")
 
     @property
     def split_sizes(self) -> dict[str, int]:
@@ -217,7 +239,8 @@ class DatasetMetadata:
         converters = {
             "class_names": tuple,
             "coarse_class_names": lambda v: None if v is None else tuple(v),
-            "image": lambda v: _from_mapping(ImageSpec, v),
+            "image": lambda v: None if v is None else _from_mapping(ImageSpec, v),
+            "features": lambda v: None if v is None else _from_mapping(FeatureSpec, v),
             "splits": lambda v: _from_mapping_per_key(SplitInfo, v),
             "augmentation": AugmentationPolicy.from_dict,
             "statistics": lambda v: None if v is None else Statistics.from_dict(v),
@@ -262,10 +285,20 @@ def write_json(path: str, value: Any) -> None:
 
 def tfds_features(metadata: DatasetMetadata):
     """The TFDS FeaturesDict (features.json) describing exactly the keys `serialize_example` writes."""
-    tfds = logs.import_tensorflow_datasets()
+    import numpy as np
 
+    tfds = logs.import_tensorflow_datasets()
+    if metadata.features is not None:
+        content = {FEATURES: tfds.features.Tensor(shape=metadata.features.shape, dtype=np.float32)}
+    else:
+        assert metadata.image is not None
+        content = {
+            IMAGE: tfds.features.Image(
+                shape=(None, None, metadata.image.channels), encoding_format=metadata.image.format
+            )
+        }
     features = {
-        IMAGE: tfds.features.Image(shape=(None, None, metadata.image.channels), encoding_format=metadata.image.format),
+        **content,
         FILENAME: tfds.features.Text(),
         KEY: tfds.features.Text(),
         LABEL: tfds.features.ClassLabel(names=list(metadata.class_names)),
@@ -278,54 +311,66 @@ def tfds_features(metadata: DatasetMetadata):
 
 
 def serialize_example(
-    image: bytes,
+    image: bytes | None,
     filename: str,
     key: str,
     label: int,
     coarse_label: int | None = None,
     augment_source_key: str = "",
     augment_params: Mapping[str, Any] | None = None,
+    features: Sequence[float] | None = None,
 ) -> bytes:
     r"""A `tf.train.Example`, serialized deterministically (byte-identical across runs).
 
-    The augment fields are present in every record (empty on originals): TFDS requires
-    every feature of features.json in every record. A file name that is not valid UTF-8
-    (Python holds its bytes as surrogate escapes, e.g. Latin-1 `caf\xe9.jpg` as
-    'caf\udce9.jpg') is stored as those original bytes: lossless, and the same bytes the
-    file system shows.
+    It holds the encoded `image`, or, in a feature dataset, `features` (float32 values in row-major order, as
+    TFDS's Tensor feature stores them). The augment fields are present in every record (empty on originals): TFDS
+    requires every feature of features.json in every record. A file name that is not valid UTF-8 (Python holds its
+    bytes as surrogate escapes, e.g. Latin-1 `caf\xe9.jpg` as 'caf\udce9.jpg') is stored as those original bytes:
+    lossless, and the same bytes the file system shows.
     """
+    if (image is None) == (features is None):
+        raise ValueError("a record holds either an image or features, exactly one of them")
     example = example_proto.Example()
     feature = example.features.feature
     for name, value in (
-        (IMAGE, image),
         (FILENAME, filename.encode("utf-8", "surrogateescape")),
         (KEY, key.encode("ascii")),
         (AUGMENT_SOURCE_KEY, augment_source_key.encode("ascii")),
         (AUGMENT_PARAMS, json.dumps(augment_params, sort_keys=True).encode() if augment_params else b""),
     ):
         feature[name].bytes_list.value.append(value)
+    if image is not None:
+        feature[IMAGE].bytes_list.value.append(image)
+    else:
+        feature[FEATURES].float_list.value.extend(features)
     feature[LABEL].int64_list.value.append(label)
     if coarse_label is not None:
         feature[COARSE_LABEL].int64_list.value.append(coarse_label)
     return example.SerializeToString(deterministic=True)
 
 
-def parse_spec(with_coarse_label: bool = False) -> dict[str, tf.io.FixedLenFeature]:
-    """The `tf.io.parse_example` spec for training: encoded image, label and key."""
+def parse_spec(
+    with_coarse_label: bool = False, features_shape: Sequence[int] | None = None
+) -> dict[str, tf.io.FixedLenFeature]:
+    """The `tf.io.parse_example` spec for training: the encoded image (or, with `features_shape`, the features),
+    label and key."""
     import tensorflow as tf
 
-    spec = {
-        IMAGE: tf.io.FixedLenFeature([], tf.string),
-        LABEL: tf.io.FixedLenFeature([], tf.int64),
-        KEY: tf.io.FixedLenFeature([], tf.string),
-    }
+    content = (
+        {FEATURES: tf.io.FixedLenFeature(list(features_shape), tf.float32)}
+        if features_shape is not None
+        else {IMAGE: tf.io.FixedLenFeature([], tf.string)}
+    )
+    spec = {**content, LABEL: tf.io.FixedLenFeature([], tf.int64), KEY: tf.io.FixedLenFeature([], tf.string)}
     if with_coarse_label:
         spec[COARSE_LABEL] = tf.io.FixedLenFeature([], tf.int64)
     return spec
 
 
-def parse_examples(serialized: tf.Tensor, with_coarse_label: bool = False) -> dict[str, tf.Tensor]:
+def parse_examples(
+    serialized: tf.Tensor, with_coarse_label: bool = False, features_shape: Sequence[int] | None = None
+) -> dict[str, tf.Tensor]:
     """Parses a batch of serialized records (batch before parsing: it is much cheaper)."""
     import tensorflow as tf
 
-    return tf.io.parse_example(serialized, parse_spec(with_coarse_label))
+    return tf.io.parse_example(serialized, parse_spec(with_coarse_label, features_shape))

@@ -61,6 +61,8 @@ class DatasetInfo:
 
     @property
     def channels(self) -> int:
+        if self.metadata.image is None:
+            raise UserError(f"{self.data_dir} holds a base model's features, not images: {self.metadata.features}")
         return self.metadata.image.channels
 
     @property
