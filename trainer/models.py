@@ -19,6 +19,10 @@ from trainer.errors import UserError
 
 # The file keras.applications.VGG16(weights='imagenet', include_top=False) looks for in ~/.keras/models.
 VGG16_NOTOP_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG16_NOTOP_WEIGHTS_URL = (
+    f"https://storage.googleapis.com/tensorflow/keras-applications/vgg16/{VGG16_NOTOP_WEIGHTS_FILE}"
+)
+VGG16_NOTOP_WEIGHTS_MD5 = "6d6bbae143d832006294945121d1f1fc"  # keras.applications.vgg16's own check.
 VGG16_BASE = "vgg16"  # Name of the pretrained base inside the transfer model.
 WHOLE_BASE = "all"  # set_base_trainable: every base layer trains.
 
@@ -84,7 +88,7 @@ def vgg16_transfer(
             f"vgg16_transfer needs RGB input, got {input_shape[-1]} channels "
             "(use normalization='vgg16', which converts grey to RGB)."
         )
-    base = _vgg16_base(input_shape, weights)
+    base = vgg16_base(input_shape, weights)
     inputs = keras.Input(input_shape, name="images")
     x = base(inputs, training=False)
     x = layers.Flatten(name="head_flatten")(x)
@@ -93,25 +97,33 @@ def vgg16_transfer(
     return keras.Model(inputs, output_layer(num_classes)(x), name="vgg16_transfer")
 
 
-def _vgg16_base(input_shape: tuple[int, int, int], weights: str | None) -> keras.Model:
-    if not weights or weights == "none":
-        return keras.applications.VGG16(include_top=False, weights=None, input_shape=input_shape)
+def vgg16_base(input_shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+    """VGG16's convolutional base (no top) with `weights`: 'imagenet', a local weights file, or none (random)."""
+    path = None if not weights or weights == "none" else vgg16_weights_file(weights)
+    return keras.applications.VGG16(include_top=False, weights=path, input_shape=input_shape)
+
+
+def vgg16_weights_file(weights: str) -> str:
+    """The local file VGG16 base weights come from: `weights` itself, or for 'imagenet' the no-top file in Keras's
+    cache (downloaded there when online, as keras.applications does; a clear error offline)."""
     if weights != "imagenet":
         if not os.path.isfile(weights):
             raise FileNotFoundError(
-                f"VGG16 weights file {weights} (config model.weights) does not exist; give the "
-                f"path of a local .h5/.weights.h5 file, 'imagenet' or 'none'."
+                f"VGG16 weights file {weights} does not exist; give the path of a local .h5/.weights.h5 file, "
+                "'imagenet' or 'none'."
             )
-        return keras.applications.VGG16(include_top=False, weights=weights, input_shape=input_shape)
+        return weights
     try:
-        return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=input_shape)
+        return keras.utils.get_file(
+            VGG16_NOTOP_WEIGHTS_FILE, VGG16_NOTOP_WEIGHTS_URL, cache_subdir="models", file_hash=VGG16_NOTOP_WEIGHTS_MD5
+        )
     except Exception as e:  # Keras raises a bare Exception when the download fails.
         keras_home = os.environ.get("KERAS_HOME", "~/.keras")
         raise MissingWeightsError(
             f"VGG16 ImageNet weights are not cached and could not be downloaded ({e}). Put "
-            f"{VGG16_NOTOP_WEIGHTS_FILE} (from https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-            f"{VGG16_NOTOP_WEIGHTS_FILE}) at {os.path.join(keras_home, 'models', VGG16_NOTOP_WEIGHTS_FILE)}, "
-            f"or pass a local path with --config.model.weights=/path/to/{VGG16_NOTOP_WEIGHTS_FILE}."
+            f"{VGG16_NOTOP_WEIGHTS_FILE} (from {VGG16_NOTOP_WEIGHTS_URL}) at "
+            f"{os.path.join(keras_home, 'models', VGG16_NOTOP_WEIGHTS_FILE)}, or pass a local path with "
+            f"--config.model.weights=/path/to/{VGG16_NOTOP_WEIGHTS_FILE}."
         ) from e
 
 
