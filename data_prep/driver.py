@@ -11,7 +11,7 @@ import logging
 import math
 import posixpath
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import apache_beam as beam
 import fsspec
@@ -36,7 +36,7 @@ from data_prep import (
 from data_prep.options import FOLDER_DATASETS, BuildOptions, UserError
 
 
-def check_output(options: BuildOptions) -> None:
+def check_output(options: OutputSettings) -> None:
     """An existing output without --overwrite fails before the input is listed (which can take minutes on GCS)."""
     try:
         output.check_replaceable(options.output_dir, options.overwrite)
@@ -44,25 +44,46 @@ def check_output(options: BuildOptions) -> None:
         raise UserError(str(e)) from None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """What differs between a folder build and a Keras build."""
+class OutputSettings(Protocol):
+    """What a build's output takes, whatever builds it (BuildOptions, ExtractOptions): one name per setting."""
 
-    dataset: str
-    total: int  # Inputs: files, or official examples.
+    @property
+    def output_dir(self) -> str: ...
+    @property
+    def overwrite(self) -> bool: ...
+    @property
+    def shard_size_mb(self) -> float: ...
+    @property
+    def num_shards(self) -> int: ...
+    @property
+    def augment_copies(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def stall_timeout_s(self) -> float: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What differs between builds (a folder, a Keras dataset, a dataset's features): how the examples are read,
+    and what the metadata says about them."""
+
+    name: str  # Of the dataset written: the shard file prefix.
+    total: int  # Inputs: files, official examples, or records of the dataset read.
     read: Callable[[beam.Pipeline, str], tuple[beam.PCollection, list[beam.PCollection]]]  # (p, work_dir)
     split_spec: splits.SplitSpec
-    image_options: images.ImageOptions
     class_names: Sequence[str]
     metadata: dict[str, Any]  # Source-specific fields of metadata.json.
+    policy: schema.AugmentationPolicy  # Recorded for training; the write graph's offline copies use it too.
+    image_options: images.ImageOptions | None = None  # Image datasets: how images are stored.
+    features: schema.FeatureSpec | None = None  # Feature datasets: how features were made.
+    write_copies: bool = True  # Whether the write graph makes the offline augmented copies (image datasets).
     coarse_class_names: Sequence[str] | None = None
     input_bytes: int | None = None  # Size of the raw input, where known: bounds the space a build needs.
 
 
-def _run(
-    source: _Source, options: BuildOptions, beam_options: PipelineOptions, policy: schema.AugmentationPolicy
-) -> dict[str, Any]:
-    name = options.dataset_name
+def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) -> dict[str, Any]:
+    """Writes `source` as a dataset at options.output_dir: runs the job, reconciles, describes, commits; the report."""
     try:
         target = output.AtomicOutput(options.output_dir, options.overwrite)
     except output.OutputError as e:
@@ -72,14 +93,14 @@ def _run(
         write_options = pipeline.WriteOptions(
             output_dir=target.temp_url,
             work_dir=work_dir,
-            name=name,
+            name=source.name,
             split_spec=source.split_spec,
             image_options=source.image_options,
             shard_size_bytes=int(options.shard_size_mb * 2**20),
             num_shards=options.num_shards,
-            augment_copies=options.augment_copies,
+            augment_copies=options.augment_copies if source.write_copies else 0,
             seed=options.seed,
-            policy=policy,
+            policy=source.policy,
         )
         watcher = runners.JobWatcher(work_dir, target.temp_url, source.total)
         watcher.start()
@@ -95,27 +116,8 @@ def _run(
         report = results.build_report(outcome, files_seen=source.total)
         check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
-        results.complete_empty_shards(outcome, target.temp_url, name)
-        image = source.image_options
-        metadata = schema.DatasetMetadata(
-            dataset=name,
-            class_names=tuple(source.class_names),
-            image=schema.ImageSpec(
-                format=image.image_format,
-                channels=image.channels,
-                resize_policy=image.resize_policy,
-                image_size=image.image_size,
-                jpeg_quality=image.jpeg_quality,
-            ),
-            splits=results.split_infos(outcome),
-            augmentation=policy,
-            statistics=schema.Statistics.from_dict(outcome.statistics) if outcome.statistics else None,
-            source=source.metadata,
-            build=schema.BuildSettings(
-                augment_copies=options.augment_copies, seed=options.seed, max_pixels=image.max_pixels
-            ),
-            coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None,
-        )
+        results.complete_empty_shards(outcome, target.temp_url, source.name)
+        metadata = _metadata(source, options, outcome)
         output.write_metadata(target.temp_url, metadata)
         report["splits"] = metadata.split_sizes
         schema.write_json(posixpath.join(target.temp_url, schema.REPORT_FILE), report)
@@ -128,6 +130,32 @@ def _run(
         raise
     log_summary(options.output_dir, report)
     return report
+
+
+def _metadata(source: Source, options: OutputSettings, outcome: results.Results) -> schema.DatasetMetadata:
+    image = source.image_options
+    return schema.DatasetMetadata(
+        dataset=source.name,
+        class_names=tuple(source.class_names),
+        image=schema.ImageSpec(
+            format=image.image_format,
+            channels=image.channels,
+            resize_policy=image.resize_policy,
+            image_size=image.image_size,
+            jpeg_quality=image.jpeg_quality,
+        )
+        if image
+        else None,
+        features=source.features,
+        splits=results.split_infos(outcome),
+        augmentation=source.policy,
+        statistics=schema.Statistics.from_dict(outcome.statistics) if outcome.statistics else None,
+        source=source.metadata,
+        build=schema.BuildSettings(
+            augment_copies=options.augment_copies, seed=options.seed, max_pixels=image.max_pixels if image else 0
+        ),
+        coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None,
+    )
 
 
 def out_of_space_message(error: BaseException, output_dir: str, temp_url: str, input_bytes: int | None) -> str | None:
@@ -164,10 +192,10 @@ def build(options: BuildOptions) -> dict[str, Any]:
     policy = augmentation.policy_for(options.dataset, options.augmentation)
     check_output(options)
     read_source = _folder_source if options.dataset in FOLDER_DATASETS else _keras_source
-    return _run(read_source(options, beam_options), options, beam_options, policy)
+    return run(read_source(options, beam_options, policy), options, beam_options)
 
 
-def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Source:
+def _folder_source(options: BuildOptions, beam_options: PipelineOptions, policy: schema.AugmentationPolicy) -> Source:
     """A raw image folder, listed and labelled in the driver."""
     threads = runners.decode_threads(beam_options, options.decode_threads)
     assert options.input_dir, "BuildOptions requires an input_dir for folder datasets"
@@ -190,8 +218,9 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
         decoded = p | "ReadFolder" >> folders.ReadFolder(manifest, options.image, work_dir, threads)
         return decoded.examples, [decoded[results.REJECTED], decoded[results.SKIPPED], decoded[results.WARNING]]
 
-    return _Source(
-        dataset=options.dataset,
+    return Source(
+        name=options.dataset_name,
+        policy=policy,
         total=len(listing.entries),
         read=read,
         split_spec=split_spec,
@@ -207,7 +236,7 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
     )
 
 
-def _keras_source(options: BuildOptions, beam_options: PipelineOptions) -> _Source:
+def _keras_source(options: BuildOptions, beam_options: PipelineOptions, policy: schema.AugmentationPolicy) -> Source:
     """MNIST, Fashion-MNIST or CIFAR-10/100 from a local copy or Keras's cache, checked in the driver."""
     del beam_options  # Every Keras build reads chunks on one decode thread per worker.
     try:
@@ -227,8 +256,9 @@ def _keras_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sour
     def read(p: beam.Pipeline, work_dir: str):
         return p | "ReadKeras" >> keras_pipeline.ReadKeras(source, image_options, validation, work_dir, chunks), []
 
-    return _Source(
-        dataset=options.dataset,
+    return Source(
+        name=options.dataset_name,
+        policy=policy,
         total=sum(source.num_examples(split) for split in ("train", "test")),
         read=read,
         split_spec=splits.SplitSpec((("train", 100.0),)),

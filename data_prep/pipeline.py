@@ -139,7 +139,7 @@ class WriteOptions:
     work_dir: str
     name: str
     split_spec: SplitSpec
-    image_options: images.ImageOptions
+    image_options: images.ImageOptions | None  # How offline copies are stored; None for feature datasets.
     shard_size_bytes: int
     num_shards: int  # Per split; 0: from shard_size_bytes.
     augment_copies: int  # Offline-augmented copies per training example.
@@ -168,6 +168,7 @@ class WriteDataset(beam.PTransform):
         assigned = deduped.survivors | "AssignSplit" >> beam.Map(_assign_split, o.split_spec)
         train = assigned | "TrainOnly" >> beam.Filter(lambda p: p.info.split == o.train_split)
         if o.augment_copies:
+            assert o.image_options is not None, "offline copies are made of images"
             copies = (
                 train
                 | "Augment" >> beam.ParDo(AugmentCopies(o.augment_copies, o.seed, o.policy, o.image_options))
