@@ -20,30 +20,10 @@ from absl import flags
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metricbase import MetricName
 from conftest import FAST_BEAM_ARGS, assert_report_lists_match_counts, build_folder, jpeg_with_malformed_exif
+from folder_files import listed, read_split, write_photos
 from PIL import Image
 
 from data_prep import build, driver, folders, images, pipeline, progress, results, runners, schema, spill
-
-
-def read_split(dataset_dir, split):
-    """(filename -> label) of every record of a split, read through TFDS."""
-    builder = tfds.builder_from_directory(str(dataset_dir))
-    return {
-        ex[schema.FILENAME].decode(): int(ex[schema.LABEL]) for ex in tfds.as_numpy(builder.as_dataset(split=split))
-    }
-
-
-def listed(report):
-    """The paths a report lists as not written: rejected, duplicates and skipped."""
-    return {item["path"] for kind in ("rejected", "duplicates", "skipped") for item in report[kind]}
-
-
-def write_photos(root, relpaths, seed=0, size=(48, 40)):
-    rng = np.random.default_rng(seed)
-    for relpath in relpaths:
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path, format="PNG")
 
 
 def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folder):
