@@ -32,6 +32,7 @@ from data_prep import (
     runners,
     schema,
     splits,
+    subsets,
 )
 from data_prep.options import FOLDER_DATASETS, BuildOptions, UserError
 
@@ -93,6 +94,8 @@ def _run(
             watcher.stop()
         outcome = results.read_results(work_dir)
         report = results.build_report(outcome, files_seen=source.total)
+        if source.split_spec.per_class:
+            report["per_class"] = subsets.check_selection(source.split_spec, source.class_names, outcome.selections)
         check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
         results.complete_empty_shards(outcome, target.temp_url, name)
@@ -171,11 +174,14 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
     """A raw image folder, listed and labelled in the driver."""
     threads = runners.decode_threads(beam_options, options.decode_threads)
     assert options.input_dir, "BuildOptions requires an input_dir for folder datasets"
+    split_spec = options.split_spec
     try:
-        split_spec = splits.SplitSpec.parse(options.split)
         listing = folders.list_input(options.input_dir, options.dataset, options.layout, options.class_names)
-    except (ValueError, folders.LayoutError) as e:
+    except ValueError as e:  # folders.LayoutError among them.
         raise UserError(str(e)) from None
+    fixed_splits = listing.layout == "split_folders"
+    if fixed_splits and split_spec.per_class:
+        subsets.check_fixed_splits(split_spec, (e.split for e in listing.entries if e.split))
     logging.info(
         "%s: %d files, layout %s, classes %s",
         options.input_dir,
@@ -202,9 +208,16 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
             "kind": options.dataset,
             "input": options.input_dir,
             "layout": listing.layout,
-            "split": "from folders" if listing.layout == "split_folders" else options.split,
+            "split": _split_source(options.split, fixed_splits, bool(split_spec.per_class)),
         },
     )
+
+
+def _split_source(split: str, fixed: bool, per_class: bool) -> str:
+    """metadata.json's account of where the splits came from."""
+    if not fixed:
+        return split
+    return f"from folders, {split} within each" if per_class else "from folders"
 
 
 def _keras_source(options: BuildOptions, beam_options: PipelineOptions) -> _Source:
@@ -263,7 +276,7 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
         "files_seen": counts["files_seen"],
         "written": counts["written"] + counts["augmented_copies"],
         "augmented": counts["augmented_copies"],
-        **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped")},
+        **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped", "not_selected")},
     }
     got = {name: totals[name] for name in expected}
     if got == expected:
@@ -277,6 +290,14 @@ def log_summary(output_dir: str, report: dict[str, Any]) -> None:
     counts = report["counts"]
     logging.info("built %s: %s", output_dir, ", ".join(f"{k}={v}" for k, v in counts.items()))
     logging.info("splits: %s", ", ".join(f"{k}={v}" for k, v in report["splits"].items()))
+    if "per_class" in report:
+        logging.info(
+            "selected per class, of those available: %s",
+            "; ".join(
+                f"{split} " + ", ".join(f"{name} {row['selected']} of {row['available']}" for name, row in rows.items())
+                for split, rows in report["per_class"].items()
+            ),
+        )
     for item in report["rejected"][:20]:
         logging.info("rejected %s: %s", item["path"], item["reason"])
     if len(report["rejected"]) > 20:

@@ -25,5 +25,5 @@ def read_split(dataset_dir, split):
 
 
 def listed(report):
-    """The paths a report lists as not written: rejected, duplicates and skipped."""
-    return {item["path"] for kind in ("rejected", "duplicates", "skipped") for item in report[kind]}
+    """The paths a report lists as not written: rejected, duplicates, skipped and not selected."""
+    return {item["path"] for kind in ("rejected", "duplicates", "skipped", "not_selected") for item in report[kind]}

@@ -36,6 +36,7 @@ def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folde
     }
     assert counts["files_seen"] == len(every_file)
     assert counts["files_seen"] == counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"]
+    assert counts["not_selected"] == 0 and "per_class" not in report  # Percentages select nothing out.
     assert_report_lists_match_counts(report)
     stored = set().union(*(read_split(out, split) for split in report["splits"]))
     assert len(stored) == counts["written"]
@@ -191,6 +192,7 @@ def test_warnings_and_duplicates_of_either_label_are_listed_by_an_in_process_bui
         "rejected": 1,
         "duplicates": 2,
         "skipped": 0,
+        "not_selected": 0,
         "augmented_copies": 0,
     }
     assert sorted(report["duplicates"], key=lambda item: item["path"]) == [  # The survivor is the first by path.
@@ -311,7 +313,7 @@ def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypa
     assert (
         f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
         f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
-        f"skipped={counts['skipped']}"
+        f"skipped={counts['skipped']}, not_selected=0"
     ) in messages
 
 
@@ -344,7 +346,15 @@ def test_counters_that_disagree_with_the_report_are_logged(caplog):
             key = lambda name: MetricKey("Decode", MetricName(results.METRICS_NAMESPACE, name))  # noqa: E731
             return {"counters": [MetricResult(key("files_seen"), 5, 6), MetricResult(key("written"), None, 4)]}
 
-    counts = {"files_seen": 5, "written": 3, "augmented_copies": 0, "rejected": 2, "duplicates": 0, "skipped": 0}
+    counts = {
+        "files_seen": 5,
+        "written": 3,
+        "augmented_copies": 0,
+        "rejected": 2,
+        "duplicates": 0,
+        "skipped": 0,
+        "not_selected": 0,
+    }
     assert driver.check_counters(Result(), counts) == {
         "files_seen": 5,
         "written": 4,
@@ -352,6 +362,7 @@ def test_counters_that_disagree_with_the_report_are_logged(caplog):
         "rejected": 0,
         "duplicates": 0,
         "skipped": 0,
+        "not_selected": 0,
     }
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("Beam counters")] == ["WARNING"]
     caplog.clear()  # The warning was the point: beam_counters_agree_with_reports must not fail this test.
@@ -459,6 +470,7 @@ def test_files_users_really_have_are_listed_and_never_hang_or_crash_the_command(
         "rejected": 0,
         "duplicates": 0,
         "skipped": 6,
+        "not_selected": 0,
         "augmented_copies": 0,
     }
     assert {item["path"]: item["reason"] for item in report["skipped"]} == {
