@@ -107,13 +107,14 @@ def test_statistics_match_numpy_on_the_train_split(tmp_path, sample_folder):
 
 
 @pytest.mark.slow
-def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder, monkeypatch):
+@pytest.mark.parametrize("split", ["train:80,validation:10,test:10", "train:12/class,validation:5/class,test:5/class"])
+def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder, monkeypatch, split):
     serial, threaded, parallel = tmp_path / "serial", tmp_path / "threaded", tmp_path / "parallel"
-    build_folder(sample_folder.parent, serial, num_shards=3)
+    build_folder(sample_folder.parent, serial, num_shards=3, split=split)
     monkeypatch.setattr(folders, "FILES_PER_BATCH", 5)  # Many batches, each decoded on 3 threads.
-    build_folder(sample_folder.parent, threaded, num_shards=3, threads=3)
+    build_folder(sample_folder.parent, threaded, num_shards=3, threads=3, split=split)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)  # The default there: 2 worker processes of 2 decode threads.
-    build_folder(sample_folder.parent, parallel, num_shards=3, threads=0, beam_args=[])
+    build_folder(sample_folder.parent, parallel, num_shards=3, threads=0, beam_args=[], split=split)
     names = sorted(os.listdir(serial))
     assert names == sorted(os.listdir(threaded)) == sorted(os.listdir(parallel))
     assert sum(n.startswith("catsdogs-train.tfrecord-") for n in names) == 3
@@ -396,6 +397,18 @@ def run_cli(*args):
         (
             ["--dataset=cifar10", "--input={t}/in", "--output_dir={t}/o", "--augmentation=rotation=2"],
             "must be in [0, 1)",
+        ),
+        (
+            ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--split=train:10/class,test:10"],
+            "--split=train:10/class,test:10: give every split as a count per class",
+        ),
+        (
+            ["--dataset=mnist", "--input={t}/in", "--output_dir={t}/o", "--split=train:10/class"],
+            "--split=train:10/class: counts per class are for image folders; --dataset=mnist keeps its official",
+        ),
+        (  # Found only once the job has decoded the files: a class with none at all.
+            ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--split=train:1/class"],
+            "--split=train:1/class: too few images: 'dog' has 0 in train (1 asked).",
         ),
     ],
 )
