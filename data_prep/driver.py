@@ -180,8 +180,11 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
     except ValueError as e:  # folders.LayoutError among them.
         raise UserError(str(e)) from None
     fixed_splits = listing.layout == "split_folders"
-    if fixed_splits and split_spec.per_class:
-        subsets.check_fixed_splits(split_spec, (e.split for e in listing.entries if e.split))
+    if split_spec.per_class:
+        labelled = [(e.split, e.label) for e in listing.entries if e.label is not None]
+        if fixed_splits:
+            subsets.check_fixed_splits(split_spec, (split for split, _ in labelled if split))
+        subsets.check_listed(split_spec, listing.class_names, labelled)
     logging.info(
         "%s: %d files, layout %s, classes %s",
         options.input_dir,

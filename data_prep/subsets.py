@@ -4,12 +4,14 @@ smallest selection hash.
 An image's split is decided first, by its content alone (splits.py, in the counts' shares); the subset is then
 drawn within its (split, class) by a second hash of the same key. So adding files never moves an image between
 splits, and a new file enters a subset only by ranking among its N smallest, displacing the one ranked N-th.
-The counts are known only after decoding and dedupe, so the job reports each (split, class)'s size and the
-driver checks them (`check_selection`) before anything is committed.
+The usable counts are known only after decoding and dedupe, so the job reports each (split, class)'s size and
+the driver checks them (`check_selection`) before anything is committed; a class the listing alone shows short
+fails before the job (`check_listed`).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import math
@@ -110,6 +112,29 @@ def check_fixed_splits(spec: SplitSpec, found: Iterable[str]) -> None:
         raise UserError(
             f"{_flag(spec)}: the input's split folders are {', '.join(folders)}; with split folders, give a count per "
             "class for each of them and no other"
+        )
+
+
+def check_listed(spec: SplitSpec, class_names: Sequence[str], placed: Iterable[tuple[str | None, int]]) -> None:
+    """Fails before the job when the listing alone shows a class short (decoding and dedupe only lose files):
+    `placed` holds each labelled file's (folder split or None, label)."""
+    found = collections.Counter(placed)
+    fixed = any(split for split, _ in found)
+    asked = sum(spec.counts.values())
+    short = []
+    for label, name in enumerate(class_names):
+        if fixed:
+            short += [
+                f"{name!r} has {found[split, label]} in the {split} split folder ({n} asked)"
+                for split, n in spec.per_class
+                if found[split, label] < n
+            ]
+        elif found[None, label] < asked:
+            short.append(f"{name!r} has {found[None, label]} ({asked} asked per class in all)")
+    if short:
+        raise UserError(
+            f"{_flag(spec)}: too few files, before any was read: {'; '.join(short)}. Ask for fewer per class or add "
+            "images."
         )
 
 

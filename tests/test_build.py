@@ -406,9 +406,9 @@ def run_cli(*args):
             ["--dataset=mnist", "--input={t}/in", "--output_dir={t}/o", "--split=train:10/class"],
             "--split=train:10/class: counts per class are for image folders; --dataset=mnist keeps its official",
         ),
-        (  # Found only once the job has decoded the files: a class with none at all.
+        (
             ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--split=train:1/class"],
-            "--split=train:1/class: too few images: 'dog' has 0 in train (1 asked).",
+            "--split=train:1/class: too few files, before any was read: 'dog' has 0 (1 asked per class in all).",
         ),
     ],
 )

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from conftest import build_folder
 from folder_files import listed, read_split, write_photos
 
-from data_prep import images, options, schema, splits, subsets
+from data_prep import folders, images, options, schema, splits, subsets
 
 TUTORIAL = "train:1000/class,validation:500/class,test:500/class"
 SMALL = "train:10/class,validation:5/class,test:5/class"
@@ -150,25 +150,39 @@ def test_adding_files_never_moves_an_image_between_splits_and_enters_a_subset_on
     assert v1["splits"] == v2["splits"] == {"train": 20, "validation": 10, "test": 10}
 
 
-def test_too_few_images_of_a_class_fails_in_one_line_naming_the_shortfall_and_commits_nothing(tmp_path):
+def test_too_few_images_in_a_split_fails_in_one_line_naming_every_shortfall_and_commits_nothing(tmp_path):
     raw = tmp_path / "raw"
-    write_photos(raw, [f"Cat/{i}.png" for i in range(12)], size=TINY)
+    write_photos(raw, [f"Cat/{i}.png" for i in range(20)], size=TINY)  # As many as asked: the shares vary.
     write_photos(raw, [f"Dog/{i}.png" for i in range(40)], seed=1, size=TINY)
+    (raw / "Cat/empty.png").write_bytes(b"")  # Listed, so the listing shows no shortfall; rejected when read.
     spec = splits.SplitSpec.parse(SMALL)
     with pytest.raises(options.UserError) as error:
         build_folder(raw, tmp_path / "out", split=SMALL)
     message = str(error.value)
     assert message.startswith(f"--split={SMALL}: too few images: 'cat' has ")
-    for name, folder, n in (("cat", "Cat", 12), ("dog", "Dog", 40)):  # Every shortfall is named, and only those.
+    for name, folder, n in (("cat", "Cat", 20), ("dog", "Dog", 40)):  # Every shortfall is named, and only those.
         hashed = [spec.assign(hashlib.sha256((raw / f"{folder}/{i}.png").read_bytes()).hexdigest()) for i in range(n)]
         for split, asked in spec.per_class:
             has = hashed.count(split)
             assert (f"{name!r} has {has} in {split} ({asked} asked)" in message) == (has < asked), (name, split)
-    assert "Usable images per class in all (after rejected files and duplicates): 'cat' 12, 'dog' 40," in message
+    assert "Usable images per class in all (after rejected files and duplicates): 'cat' 20, 'dog' 40," in message
     assert "for 20 asked per class" in message and "(train 50%, validation 25%, test 25%)" in message
     assert "about 61 images per class meet these counts reliably" in message
     assert message.endswith("nothing was committed.") and "\n" not in message
     assert os.listdir(tmp_path) == ["raw"], "no dataset and no temporary directory"
+
+
+def test_a_class_the_listing_shows_short_fails_before_any_file_is_read(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    write_photos(raw, [f"Cat/{i}.png" for i in range(19)] + [f"Dog/{i}.png" for i in range(40)], size=TINY)
+    monkeypatch.setattr(folders, "read_file", lambda *args: pytest.fail("a file was read"))
+    with pytest.raises(options.UserError) as error:
+        build_folder(raw, tmp_path / "out", split=SMALL)
+    assert str(error.value) == (
+        f"--split={SMALL}: too few files, before any was read: 'cat' has 19 (20 asked per class in all). Ask for "
+        "fewer per class or add images."
+    )
+    assert os.listdir(tmp_path) == ["raw"]
 
 
 def test_flat_kaggle_names_with_a_duplicate_and_offline_copies_of_selected_training_images_only(tmp_path):
@@ -216,4 +230,11 @@ def test_split_folders_select_within_each_folder_split(tmp_path):
     assert str(error.value) == (
         "--split=train:10/class,test:4/class: the input's split folders are test, train, validation; with split "
         "folders, give a count per class for each of them and no other"
+    )
+    with pytest.raises(options.UserError) as error:
+        build_folder(raw, tmp_path / "other", split="train:10/class,validation:7/class,test:4/class")
+    assert str(error.value) == (
+        "--split=train:10/class,validation:7/class,test:4/class: too few files, before any was read: 'cat' has 6 in "
+        "the validation split folder (7 asked); 'dog' has 6 in the validation split folder (7 asked). Ask for fewer "
+        "per class or add images."
     )
