@@ -58,6 +58,7 @@ class _Source:
     metadata: dict[str, Any]  # Source-specific fields of metadata.json.
     coarse_class_names: Sequence[str] | None = None
     input_bytes: int | None = None  # Size of the raw input, where known: bounds the space a build needs.
+    fixed_splits: bool = False  # Every example's split came with it (split folders), none from split_spec's hash.
 
 
 def _run(
@@ -95,7 +96,9 @@ def _run(
         outcome = results.read_results(work_dir)
         report = results.build_report(outcome, files_seen=source.total)
         if source.split_spec.per_class:
-            report["per_class"] = subsets.check_selection(source.split_spec, source.class_names, outcome.selections)
+            report["per_class"] = subsets.check_selection(
+                source.split_spec, source.class_names, outcome.selections, source.fixed_splits
+            )
         check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
         results.complete_empty_shards(outcome, target.temp_url, name)
@@ -207,6 +210,7 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions) -> _Sou
         image_options=options.image,
         class_names=listing.class_names,
         input_bytes=listing.num_bytes,
+        fixed_splits=fixed_splits,
         metadata={
             "kind": options.dataset,
             "input": options.input_dir,

@@ -139,9 +139,10 @@ def check_listed(spec: SplitSpec, class_names: Sequence[str], placed: Iterable[t
 
 
 def check_selection(
-    spec: SplitSpec, class_names: Sequence[str], selections: Iterable[dict]
+    spec: SplitSpec, class_names: Sequence[str], selections: Iterable[dict], fixed_splits: bool
 ) -> dict[str, dict[str, dict[str, int]]]:
-    """The report's table, split -> class -> {available, selected}; raises UserError if any class fell short."""
+    """The report's table, split -> class -> {available, selected}; raises UserError if any class fell short.
+    `fixed_splits`: the splits came from split folders, not from the hash shares."""
     available = {(s["split"], s["label"]): s["available"] for s in selections}
     table = {
         split: {
@@ -157,20 +158,29 @@ def check_selection(
         if row["available"] < spec.counts[split]
     ]
     if short:
-        raise UserError(_too_few_message(spec, class_names, table, short))
+        raise UserError(_too_few_message(spec, class_names, table, short, fixed_splits))
     return table
 
 
 def _too_few_message(
-    spec: SplitSpec, class_names: Sequence[str], table: dict[str, dict[str, dict[str, int]]], short: list[str]
+    spec: SplitSpec,
+    class_names: Sequence[str],
+    table: dict[str, dict[str, dict[str, int]]],
+    short: list[str],
+    fixed_splits: bool,
 ) -> str:
     in_all = ", ".join(f"{name!r} {sum(table[split][name]['available'] for split in table)}" for name in class_names)
     shares = ", ".join(f"{split} {pct:.3g}%" for split, pct in spec.percentages)
+    why = (
+        "The split folders fix each image's split"
+        if fixed_splits
+        else f"Each image's split is drawn by its content hash in the counts' shares ({shares}), which vary, so a "
+        f"class needs some margin: about {reliable_total(spec.counts.values())} images per class meet these counts "
+        "reliably"
+    )
     return (
         f"{_flag(spec)}: too few images: {'; '.join(short)}. Usable images per class in all (after rejected files "
-        f"and duplicates): {in_all}, for {sum(spec.counts.values())} asked per class. Each image's split is drawn by "
-        f"its content hash in the counts' shares ({shares}), which vary, so a class needs some margin: about "
-        f"{reliable_total(spec.counts.values())} images per class meet these counts reliably. Ask for fewer per class "
+        f"and duplicates): {in_all}, for {sum(spec.counts.values())} asked per class. {why}. Ask for fewer per class "
         "or add images; nothing was committed."
     )
 

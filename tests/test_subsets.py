@@ -238,3 +238,13 @@ def test_split_folders_select_within_each_folder_split(tmp_path):
         "the validation split folder (7 asked); 'dog' has 6 in the validation split folder (7 asked). Ask for fewer "
         "per class or add images."
     )
+    (raw / "validation/cats/cat.5.png").write_bytes(b"")  # Listed, so only the job finds the split short.
+    with pytest.raises(options.UserError) as error:
+        build_folder(raw, tmp_path / "other", split="train:10/class,validation:6/class,test:4/class")
+    assert str(error.value) == (
+        "--split=train:10/class,validation:6/class,test:4/class: too few images: 'cat' has 5 in validation (6 "
+        "asked). Usable images per class in all (after rejected files and duplicates): 'cat' 26, 'dog' 27, for 20 "
+        "asked per class. The split folders fix each image's split. Ask for fewer per class or add images; nothing "
+        "was committed."
+    )
+    assert sorted(os.listdir(tmp_path)) == ["cats_and_dogs_small", "out"]
