@@ -51,12 +51,9 @@ class SplitSpec:
 
     @classmethod
     def _counts(cls, text: str, names: list[str], values: list[str]) -> SplitSpec:
-        try:
-            counts = [int(v) for v in values]
-        except ValueError:
-            counts = []
-        if len(counts) != len(names) or min(counts) < 1:
+        if not all(v.isdigit() and int(v) > 0 for v in values):
             raise ValueError(f"--split={text}: counts per class must be whole numbers of at least 1")
+        counts = [int(v) for v in values]
         total = sum(counts)
         return cls(
             percentages=tuple((name, 100 * n / total) for name, n in zip(names, counts, strict=True)),

@@ -29,6 +29,7 @@ def test_counts_per_class_take_the_counts_shares_and_every_split_must_say_per_cl
         ("train:1000/class,validation:10", "every split as a count per class (train:1000/class) or every split as"),
         ("train:1000/class,test:0/class", "counts per class must be whole numbers of at least 1"),
         ("train:2.5/class", "counts per class must be whole numbers of at least 1"),
+        ("train:-3/class", "counts per class must be whole numbers of at least 1"),
         ("train:1000/klass", "expected name:percent pairs adding up to 100"),
         ("train:1000/class,train:5/class", "distinct identifiers"),
     ]:
