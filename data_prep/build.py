@@ -2,6 +2,8 @@ r"""Builds a TFDS-compatible TFRecord dataset from raw images or a Keras dataset
 
   python -m data_prep.build --dataset=catsdogs --input_dir=PetImages/.. --output_dir=/data/catsdogs
   python -m data_prep.build --dataset=imagefolder --input_dir=flowers --output_dir=/data/flowers
+  python -m data_prep.build --dataset=catsdogs --input_dir=PetImages/.. --output_dir=/data/catsdogs_small \
+    --split=train:1000/class,validation:500/class,test:500/class
 
 Flags this module does not define are Beam pipeline options (`--runner`,
 `--direct_running_mode`, `--project` ...). With no `--runner`, the job runs locally on the
@@ -51,7 +53,15 @@ _STALL_TIMEOUT_S = flags.DEFINE_float(
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "catsdogs/imagefolder: raw image folder (local path or gs://).")
 _LAYOUT = flags.DEFINE_enum("layout", _DEFAULT.layout, options.LAYOUTS, "Input folder layout.")
 _CLASS_NAMES = flags.DEFINE_list("class_names", None, "imagefolder: class folder names in label order.")
-_SPLIT = flags.DEFINE_string("split", _DEFAULT.split, "Hash-assigned splits (name:percent) for inputs that have none.")
+_SPLIT = flags.DEFINE_string(
+    "split",
+    _DEFAULT.split,
+    "Splits for inputs that have none, by a hash of each file's content: name:percent pairs adding up to 100; or a "
+    "count per class for every split, name:N/class (train:1000/class,validation:500/class,test:500/class: N images "
+    "of each class per split, the others listed as not_selected in build_report.json; too few is an error). "
+    "With split folders, counts select within each folder split (percentages are ignored there). "
+    "Not for the Keras datasets.",
+)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", _IMAGE.image_size, "Target size in pixels; see --resize_policy.")
 _RESIZE_POLICY = flags.DEFINE_enum(
     "resize_policy",

@@ -32,6 +32,7 @@ from data_prep import (
     runners,
     schema,
     splits,
+    subsets,
 )
 from data_prep.options import FOLDER_DATASETS, BuildOptions, UserError
 
@@ -80,6 +81,7 @@ class Source:
     write_copies: bool = True  # Whether the write graph makes the offline augmented copies (image datasets).
     coarse_class_names: Sequence[str] | None = None
     input_bytes: int | None = None  # Size of the raw input, where known: bounds the space a build needs.
+    fixed_splits: bool = False  # Every example's split came with it (split folders), none from split_spec's hash.
 
 
 def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) -> dict[str, Any]:
@@ -114,6 +116,10 @@ def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) 
             watcher.stop()
         outcome = results.read_results(work_dir)
         report = results.build_report(outcome, files_seen=source.total)
+        if source.split_spec.per_class:
+            report["per_class"] = subsets.check_selection(
+                source.split_spec, source.class_names, outcome.selections, source.fixed_splits
+            )
         check_counters(result, report["counts"])
         target.fs.rm(work_dir, recursive=True)
         results.complete_empty_shards(outcome, target.temp_url, source.name)
@@ -199,11 +205,17 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions, policy:
     """A raw image folder, listed and labelled in the driver."""
     threads = runners.decode_threads(beam_options, options.decode_threads)
     assert options.input_dir, "BuildOptions requires an input_dir for folder datasets"
+    split_spec = options.split_spec
     try:
-        split_spec = splits.SplitSpec.parse(options.split)
         listing = folders.list_input(options.input_dir, options.dataset, options.layout, options.class_names)
-    except (ValueError, folders.LayoutError) as e:
+    except ValueError as e:  # folders.LayoutError among them.
         raise UserError(str(e)) from None
+    fixed_splits = listing.layout == "split_folders"
+    if split_spec.per_class:
+        labelled = [(e.split, e.label) for e in listing.entries if e.label is not None]
+        if fixed_splits:
+            subsets.check_fixed_splits(split_spec, (split for split, _ in labelled if split))
+        subsets.check_listed(split_spec, listing.class_names, labelled)
     logging.info(
         "%s: %d files, layout %s, classes %s",
         options.input_dir,
@@ -227,13 +239,21 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions, policy:
         image_options=options.image,
         class_names=listing.class_names,
         input_bytes=listing.num_bytes,
+        fixed_splits=fixed_splits,
         metadata={
             "kind": options.dataset,
             "input": options.input_dir,
             "layout": listing.layout,
-            "split": "from folders" if listing.layout == "split_folders" else options.split,
+            "split": _split_source(options.split, fixed_splits, bool(split_spec.per_class)),
         },
     )
+
+
+def _split_source(split: str, fixed: bool, per_class: bool) -> str:
+    """metadata.json's account of where the splits came from."""
+    if not fixed:
+        return split
+    return f"from folders, {split} within each" if per_class else "from folders"
 
 
 def _keras_source(options: BuildOptions, beam_options: PipelineOptions, policy: schema.AugmentationPolicy) -> Source:
@@ -293,7 +313,7 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
         "files_seen": counts["files_seen"],
         "written": counts["written"] + counts["augmented_copies"],
         "augmented": counts["augmented_copies"],
-        **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped")},
+        **{kind: counts[kind] for kind in ("rejected", "duplicates", "skipped", "not_selected")},
     }
     got = {name: totals[name] for name in expected}
     if got == expected:
@@ -307,6 +327,14 @@ def log_summary(output_dir: str, report: dict[str, Any]) -> None:
     counts = report["counts"]
     logging.info("built %s: %s", output_dir, ", ".join(f"{k}={v}" for k, v in counts.items()))
     logging.info("splits: %s", ", ".join(f"{k}={v}" for k, v in report["splits"].items()))
+    if "per_class" in report:
+        logging.info(
+            "selected per class, of those available: %s",
+            "; ".join(
+                f"{split} " + ", ".join(f"{name} {row['selected']} of {row['available']}" for name, row in rows.items())
+                for split, rows in report["per_class"].items()
+            ),
+        )
     for item in report["rejected"][:20]:
         logging.info("rejected %s: %s", item["path"], item["reason"])
     if len(report["rejected"]) > 20:

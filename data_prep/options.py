@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from data_prep import images, keras_sources
+from data_prep import images, keras_sources, splits
 
 FOLDER_DATASETS = ("catsdogs", "imagefolder")
 DATASETS = FOLDER_DATASETS + keras_sources.DATASETS
@@ -44,7 +44,8 @@ class BuildOptions:
     input_dir: str | None = None
     layout: str = "auto"  # One of LAYOUTS.
     class_names: tuple[str, ...] | None = None  # imagefolder: class folder names in label order.
-    split: str = "train:80,validation:10,test:10"  # Hash-assigned splits for inputs that have none.
+    # Hash-assigned splits for inputs that have none, or counts per class (splits.SplitSpec).
+    split: str = "train:80,validation:10,test:10"
     image: images.ImageOptions = images.ImageOptions()
     decode_threads: int = 0  # Files each worker decodes at once; 0: from the runner and the cores.
     # Keras datasets.
@@ -60,6 +61,18 @@ class BuildOptions:
             raise UserError(f"--input_dir is required for --dataset={self.dataset}")
         if self.layout not in LAYOUTS:
             raise UserError(f"--layout={self.layout}: choose one of {LAYOUTS}")
+        if self.split_spec.per_class and self.dataset not in FOLDER_DATASETS:
+            raise UserError(
+                f"--split={self.split}: counts per class are for image folders; --dataset={self.dataset} keeps its "
+                "official train and test splits (and carves validation with --validation_size)"
+            )
+
+    @property
+    def split_spec(self) -> splits.SplitSpec:
+        try:
+            return splits.SplitSpec.parse(self.split)
+        except ValueError as e:
+            raise UserError(str(e)) from None
 
     @property
     def dataset_name(self) -> str:

@@ -6,7 +6,9 @@ same graph, modelled on TFDS's writer but with memory bounded by one shard:
 1. `SpillRecords` appends each serialized record to a per-bundle spill file and passes
    on only a small `Pointer`; no later shuffle carries image bytes.
 2. Pointers are grouped by the hash of their stored image: one survivor per group, the rest are duplicates.
-3. The survivor's split is the layout's, or a stable hash of its content key.
+3. The survivor's split is the layout's, or a stable hash of its content key. With counts per
+   class (`--split=train:1000/class,...`), each split then keeps the N images of each class
+   with the smallest selection hash (subsets.py); the others are listed as not selected.
 4. The shard count of a split follows from its total bytes; each record goes to shard
    `md5(split + key) * N >> 128` and is ordered by that hash inside the shard, so the
    bytes written never depend on arrival order or parallelism.
@@ -14,7 +16,7 @@ same graph, modelled on TFDS's writer but with memory bounded by one shard:
    a temporary name, then renames it.
 
 With `--augment_copies=K`, each training survivor also yields K augmented copies
-(after dedupe and split assignment, so copies never leave their source's split).
+(after dedupe, split assignment and selection, so copies never leave their source's split).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 
-from data_prep import images, schema, stats
+from data_prep import images, schema, stats, subsets
 from data_prep.augmentation import AugmentCopies
 from data_prep.examples import Pointer
 from data_prep.output import write_whole
@@ -166,6 +168,10 @@ class WriteDataset(beam.PTransform):
             | "PickSurvivor" >> beam.FlatMap(pick_survivor).with_outputs(DUPLICATE, main="survivors")
         )
         assigned = deduped.survivors | "AssignSplit" >> beam.Map(_assign_split, o.split_spec)
+        selection: list[beam.PCollection] = []
+        if o.split_spec.per_class:
+            assigned, *selection = assigned | "SelectPerClass" >> subsets.SelectPerClass(o.split_spec.counts)
+        # Statistics and offline copies cover the selected training images only.
         train = assigned | "TrainOnly" >> beam.Filter(lambda p: p.info.split == o.train_split)
         if o.augment_copies:
             assert o.image_options is not None, "offline copies are made of images"
@@ -198,7 +204,7 @@ class WriteDataset(beam.PTransform):
             | "StatsResult" >> beam.MapTuple(lambda split, s: result(STATISTICS, split=split, values=s))
         )
         return (
-            (shards, deduped[DUPLICATE], statistics, *self._problems)
+            (shards, deduped[DUPLICATE], statistics, *selection, *self._problems)
             | "AllResults" >> beam.Flatten()
             | "WriteResults" >> beam.ParDo(WriteResults(o.work_dir))
         )

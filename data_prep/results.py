@@ -1,8 +1,9 @@
 """The result-line protocol: how the job accounts for every input and shard, and how the driver reads it back.
 
-Workers write one JSON line per rejected, skipped, duplicate or warned-about input, per
-shard written and per statistics summary (`result`, `WriteResults`); the driver collects
-them (`read_results`) and reconciles the counts (`build_report`).
+Workers write one JSON line per rejected, skipped, duplicate, not selected or warned-about
+input, per shard written, per statistics summary and per (split, class) of a per-class
+selection (`result`, `WriteResults`); the driver collects them (`read_results`) and
+reconciles the counts (`build_report`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import fsspec
 from data_prep import schema
 from data_prep.output import write_whole
 
-METRICS_NAMESPACE = "data_prep"  # Beam counters: files_seen, written, augmented, rejected, skipped, duplicates.
-SHARD, REJECTED, SKIPPED, DUPLICATE, WARNING, STATISTICS = (
+# Beam counters: files_seen, written, augmented, rejected, skipped, duplicates, not_selected.
+METRICS_NAMESPACE = "data_prep"
+SHARD, REJECTED, SKIPPED, DUPLICATE, NOT_SELECTED, WARNING, STATISTICS, SELECTION = (
     "shard",
     "rejected",
     "skipped",
     "duplicate",
+    "not_selected",
     "warning",
     "statistics",
+    "selection",
 )
 RESULTS_DIR = "results"
 
@@ -68,8 +72,10 @@ class Results:
     rejected: list[dict] = dataclasses.field(default_factory=list)
     skipped: list[dict] = dataclasses.field(default_factory=list)
     duplicates: list[dict] = dataclasses.field(default_factory=list)
+    not_selected: list[dict] = dataclasses.field(default_factory=list)  # Left out by --split counts per class.
     warnings: list[dict] = dataclasses.field(default_factory=list)
     statistics: dict | None = None
+    selections: list[dict] = dataclasses.field(default_factory=list)  # Per (split, label) found: available.
 
     @property
     def written(self) -> int:
@@ -91,7 +97,9 @@ def read_results(work_dir: str) -> Results:
         REJECTED: results.rejected,
         SKIPPED: results.skipped,
         DUPLICATE: results.duplicates,
+        NOT_SELECTED: results.not_selected,
         WARNING: results.warnings,
+        SELECTION: results.selections,
     }
     for line in sorted(lines):
         item = json.loads(line)
@@ -149,8 +157,10 @@ def build_report(results: Results, files_seen: int) -> dict[str, Any]:
         "rejected": len(results.rejected),
         "duplicates": len(results.duplicates),
         "skipped": len(results.skipped),
+        "not_selected": len(results.not_selected),
     }
-    if counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"] != files_seen:
+    kinds = ("written", "rejected", "duplicates", "skipped", "not_selected")
+    if sum(counts[kind] for kind in kinds) != files_seen:
         raise RuntimeError(f"counts do not reconcile: {counts}; the dataset was not committed")
     return {
         "counts": {**counts, "augmented_copies": augmented},
@@ -158,5 +168,6 @@ def build_report(results: Results, files_seen: int) -> dict[str, Any]:
         "rejected": results.rejected,
         "duplicates": results.duplicates,
         "skipped": results.skipped,
+        "not_selected": results.not_selected,
         "warnings": results.warnings,
     }

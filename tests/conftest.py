@@ -71,7 +71,7 @@ def assert_report_lists_match_counts(report):
     """Each list of a build report names every file its count counts, once; no file is listed under two kinds,
     and a warning is about a written file (one the lists do not name), once."""
     counts, listed = report["counts"], []
-    for kind in ("rejected", "duplicates", "skipped"):
+    for kind in ("rejected", "duplicates", "skipped", "not_selected"):
         paths = [item["path"] for item in report[kind]]
         assert len(paths) == counts[kind] == len(set(paths)), (kind, paths)
         listed += paths

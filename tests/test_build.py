@@ -20,30 +20,10 @@ from absl import flags
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metricbase import MetricName
 from conftest import FAST_BEAM_ARGS, assert_report_lists_match_counts, build_folder, jpeg_with_malformed_exif
+from folder_files import listed, read_split, write_photos
 from PIL import Image
 
 from data_prep import build, driver, folders, images, pipeline, progress, results, runners, schema, spill
-
-
-def read_split(dataset_dir, split):
-    """(filename -> label) of every record of a split, read through TFDS."""
-    builder = tfds.builder_from_directory(str(dataset_dir))
-    return {
-        ex[schema.FILENAME].decode(): int(ex[schema.LABEL]) for ex in tfds.as_numpy(builder.as_dataset(split=split))
-    }
-
-
-def listed(report):
-    """The paths a report lists as not written: rejected, duplicates and skipped."""
-    return {item["path"] for kind in ("rejected", "duplicates", "skipped") for item in report[kind]}
-
-
-def write_photos(root, relpaths, seed=0, size=(48, 40)):
-    rng = np.random.default_rng(seed)
-    for relpath in relpaths:
-        path = root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path, format="PNG")
 
 
 def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folder):
@@ -56,6 +36,7 @@ def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folde
     }
     assert counts["files_seen"] == len(every_file)
     assert counts["files_seen"] == counts["written"] + counts["rejected"] + counts["duplicates"] + counts["skipped"]
+    assert counts["not_selected"] == 0 and "per_class" not in report  # Percentages select nothing out.
     assert_report_lists_match_counts(report)
     stored = set().union(*(read_split(out, split) for split in report["splits"]))
     assert len(stored) == counts["written"]
@@ -126,13 +107,14 @@ def test_statistics_match_numpy_on_the_train_split(tmp_path, sample_folder):
 
 
 @pytest.mark.slow
-def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder, monkeypatch):
+@pytest.mark.parametrize("split", ["train:80,validation:10,test:10", "train:12/class,validation:5/class,test:5/class"])
+def test_byte_identical_output_whatever_the_parallelism(tmp_path, sample_folder, monkeypatch, split):
     serial, threaded, parallel = tmp_path / "serial", tmp_path / "threaded", tmp_path / "parallel"
-    build_folder(sample_folder.parent, serial, num_shards=3)
+    build_folder(sample_folder.parent, serial, num_shards=3, split=split)
     monkeypatch.setattr(folders, "FILES_PER_BATCH", 5)  # Many batches, each decoded on 3 threads.
-    build_folder(sample_folder.parent, threaded, num_shards=3, threads=3)
+    build_folder(sample_folder.parent, threaded, num_shards=3, threads=3, split=split)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)  # The default there: 2 worker processes of 2 decode threads.
-    build_folder(sample_folder.parent, parallel, num_shards=3, threads=0, beam_args=[])
+    build_folder(sample_folder.parent, parallel, num_shards=3, threads=0, beam_args=[], split=split)
     names = sorted(os.listdir(serial))
     assert names == sorted(os.listdir(threaded)) == sorted(os.listdir(parallel))
     assert sum(n.startswith("catsdogs-train.tfrecord-") for n in names) == 3
@@ -211,6 +193,7 @@ def test_warnings_and_duplicates_of_either_label_are_listed_by_an_in_process_bui
         "rejected": 1,
         "duplicates": 2,
         "skipped": 0,
+        "not_selected": 0,
         "augmented_copies": 0,
     }
     assert sorted(report["duplicates"], key=lambda item: item["path"]) == [  # The survivor is the first by path.
@@ -331,7 +314,7 @@ def test_progress_and_beam_counters_are_logged(tmp_path, sample_folder, monkeypa
     assert (
         f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
         f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
-        f"skipped={counts['skipped']}"
+        f"skipped={counts['skipped']}, not_selected=0"
     ) in messages
 
 
@@ -364,7 +347,15 @@ def test_counters_that_disagree_with_the_report_are_logged(caplog):
             key = lambda name: MetricKey("Decode", MetricName(results.METRICS_NAMESPACE, name))  # noqa: E731
             return {"counters": [MetricResult(key("files_seen"), 5, 6), MetricResult(key("written"), None, 4)]}
 
-    counts = {"files_seen": 5, "written": 3, "augmented_copies": 0, "rejected": 2, "duplicates": 0, "skipped": 0}
+    counts = {
+        "files_seen": 5,
+        "written": 3,
+        "augmented_copies": 0,
+        "rejected": 2,
+        "duplicates": 0,
+        "skipped": 0,
+        "not_selected": 0,
+    }
     assert driver.check_counters(Result(), counts) == {
         "files_seen": 5,
         "written": 4,
@@ -372,6 +363,7 @@ def test_counters_that_disagree_with_the_report_are_logged(caplog):
         "rejected": 0,
         "duplicates": 0,
         "skipped": 0,
+        "not_selected": 0,
     }
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("Beam counters")] == ["WARNING"]
     caplog.clear()  # The warning was the point: beam_counters_agree_with_reports must not fail this test.
@@ -405,6 +397,18 @@ def run_cli(*args):
         (
             ["--dataset=cifar10", "--input={t}/in", "--output_dir={t}/o", "--augmentation=rotation=2"],
             "must be in [0, 1)",
+        ),
+        (
+            ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--split=train:10/class,test:10"],
+            "--split=train:10/class,test:10: give every split as a count per class",
+        ),
+        (
+            ["--dataset=mnist", "--input={t}/in", "--output_dir={t}/o", "--split=train:10/class"],
+            "--split=train:10/class: counts per class are for image folders; --dataset=mnist keeps its official",
+        ),
+        (
+            ["--dataset=catsdogs", "--input_dir={t}/in", "--output_dir={t}/o", "--split=train:1/class"],
+            "--split=train:1/class: too few files, before any was read: 'dog' has 0 (1 asked per class in all).",
         ),
     ],
 )
@@ -479,6 +483,7 @@ def test_files_users_really_have_are_listed_and_never_hang_or_crash_the_command(
         "rejected": 0,
         "duplicates": 0,
         "skipped": 6,
+        "not_selected": 0,
         "augmented_copies": 0,
     }
     assert {item["path"]: item["reason"] for item in report["skipped"]} == {

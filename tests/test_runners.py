@@ -175,7 +175,7 @@ def test_portable_runner_with_external_workers_builds_byte_identical_output(
     assert (
         f"Beam counters agree with the report: files_seen={counts['files_seen']}, written={counts['written']}, "
         f"augmented=0, rejected={counts['rejected']}, duplicates={counts['duplicates']}, "
-        f"skipped={counts['skipped']}"
+        f"skipped={counts['skipped']}, not_selected=0"
     ) in [r.getMessage() for r in caplog.records]
 
 
