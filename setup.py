@@ -24,6 +24,7 @@ setuptools.setup(
         "ml-collections>=1.0,<2",
         "tensorboard>=2.21,<2.22",  # tf.summary needs it (TF 2.21 no longer installs it).
         "matplotlib>=3.8,<4",  # Learning-curve PNG.
+        "tensorflow-hub>=0.16,<0.17",  # Beam's TensorFlow model handler (feature extraction) imports it.
     ],
     extras_require={
         "test": [

@@ -21,7 +21,7 @@ class ExampleInfo:
     split: str | None  # Fixed by the source, or None for hash-assigned.
     dedupe_key: str  # Equal for examples whose stored images are identical.
     num_pixels: int
-    moments: stats.Moments  # Of the stored pixels.
+    moments: stats.Moments | None  # Of the stored pixels; None for features.
     source_key: str | None = None  # Set on offline-augmented copies: the key they were made from.
 
 

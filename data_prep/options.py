@@ -77,3 +77,41 @@ class BuildOptions:
     @property
     def dataset_name(self) -> str:
         return self.name or self.dataset
+
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExtractOptions:
+    """Feature extraction (data_prep.extract_features): a built image dataset in, its base model's features out.
+    The output settings are BuildOptions', with its defaults."""
+
+    data_dir: str  # The image dataset to read (local path or gs://).
+    output_dir: str
+    overwrite: bool = BuildOptions.overwrite
+    name: str | None = None  # Shard file prefix; None: "<source dataset>_<base>".
+    base: str = "vgg16"  # The frozen base (trainer.models).
+    weights: str = "imagenet"  # Its weights: 'imagenet' (Keras's cache) or a weights file.
+    input_size: int = 150  # Images are resized to input_size x input_size, as the trainer's input pipeline does.
+    precision: str = "auto"  # One of PRECISIONS; auto: mixed_bfloat16 where the CPU has bfloat16 matrix units.
+    batch_size: int = 32  # Largest batch RunInference gives the base.
+    augment_copies: int = BuildOptions.augment_copies  # Augmented copies of each training image, also extracted.
+    seed: int = BuildOptions.seed
+    shard_size_mb: float = BuildOptions.shard_size_mb
+    num_shards: int = BuildOptions.num_shards
+    stall_timeout_s: float = BuildOptions.stall_timeout_s
+    beam_args: tuple[str, ...] = BuildOptions.beam_args
+
+    def __post_init__(self):
+        if not self.data_dir or not self.output_dir:
+            raise UserError("--data_dir and --output_dir are required")
+        if self.base != "vgg16":
+            raise UserError(f"--base={self.base}: the one base model is vgg16")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision={self.precision}: choose one of {PRECISIONS}")
+        if self.input_size < 32 or self.batch_size < 1 or self.augment_copies < 0:
+            raise UserError(
+                "--input_size must be at least 32 (VGG16's smallest), --batch_size at least 1 and "
+                "--augment_copies at least 0"
+            )

@@ -109,7 +109,7 @@ def write_metadata(dataset_dir: str, metadata: schema.DatasetMetadata) -> None:
                 for split, info in metadata.splits.items()
             ],
             check_data=False,
-            supervised_keys=(schema.IMAGE, schema.LABEL),
+            supervised_keys=(schema.FEATURES if metadata.features else schema.IMAGE, schema.LABEL),
             description=f"Built by data_prep from {metadata.source.get('input', 'a source')}.",
         )
         for file_name in sorted(set(os.listdir(staging)) - shard_names):

@@ -80,3 +80,19 @@ def test_the_graph_sees_the_imports_it_checks(graph):
     """Guards the two tests above against a parser that finds nothing."""
     assert "data_prep.schema" in graph["trainer.input_pipeline"]
     assert "data_prep.pipeline" in graph["data_prep.driver"]
+
+
+def test_data_prep_runs_trainer_code_only_to_extract_features():
+    """The one place data_prep imports the trainer: feature extraction runs the trainer's own base and preprocessing,
+    so features are what the frozen base computes in training."""
+    importing = set()
+    for path in (ROOT / "data_prep").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            if any(name == "trainer" or name.startswith("trainer.") for name in names):
+                importing.add(module_name(path))
+    assert importing == {"data_prep.extract_features"}

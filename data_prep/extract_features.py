@@ -1,0 +1,364 @@
+r"""Feature extraction as a Beam job: a built image dataset in, a dataset of a frozen base model's outputs out.
+
+  python -m data_prep.extract_features --data_dir=/data/catsdogs_small --output_dir=/data/catsdogs_small_vgg16 \
+      [--weights=imagenet] [--input_size=150] [--precision=auto] [--augment_copies=K] [Beam flags]
+
+Every record is decoded, resized and normalized exactly as the trainer's input pipeline does (its own
+functions), then run through the base with Beam's RunInference (a TensorFlow model handler: batched, on any
+runner's workers, GPU workers included, with Beam's inference metrics). The output has the source's splits,
+labels, keys and file names; its metadata names the base, its weights file and sha256, the input size,
+normalization and precision. With --augment_copies=K each training image also yields K augmented copies (the
+source's recorded policy, applied as the trainer applies it, deterministic from seed, key and copy). Writing,
+reconciling and committing are the image builds' own (driver.run). Other flags are Beam pipeline options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+import numpy as np
+from absl import app, flags
+
+from data_prep import driver, example_proto, logs, options, progress, results, runners, schema, splits, tfrecord
+from data_prep.examples import Example, ExampleInfo
+
+NORMALIZATION = "vgg16"  # What VGG16 expects (keras.applications.vgg16.preprocess_input).
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """What a record keeps while its image goes through the base: everything of the output record but features."""
+
+    info: ExampleInfo
+    coarse_label: int | None
+    augment_source_key: str
+    augment_params: dict[str, Any] | None
+
+
+def extract(settings: options.ExtractOptions) -> dict[str, Any]:
+    """Writes the features dataset `settings` describe; returns the report. UserError on bad input before any work."""
+    beam_options = runners.pipeline_options(settings.beam_args)
+    driver.check_output(settings)
+    try:
+        source = schema.DatasetMetadata.read(settings.data_dir)
+    except (FileNotFoundError, schema.MetadataError) as e:
+        raise options.UserError(str(e)) from None
+    if source.image is None:
+        raise options.UserError(f"--data_dir={settings.data_dir} holds features already, not images")
+    spec = feature_spec(settings)
+
+    def read(p: beam.Pipeline, work_dir: str):
+        shards = [
+            (split, path)
+            for split in source.splits
+            for path, length in zip(
+                source.shard_paths(settings.data_dir, split), source.splits[split].shard_lengths, strict=True
+            )
+            if length
+        ]
+        prepared = (
+            p
+            | "Shards" >> beam.Create(shards)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadRecords" >> beam.FlatMapTuple(_read_shard)
+            | "SpreadRecords" >> beam.Reshuffle()
+            | "Prepare"
+            >> beam.ParDo(_PrepareImages(source, spec, settings.augment_copies, settings.seed, work_dir)).with_outputs(
+                results.REJECTED, main="images"
+            )
+        )
+        inferred = prepared.images | "Base" >> _run_base(spec, settings.weights, settings.batch_size)
+        return inferred | "ToExamples" >> beam.MapTuple(_to_example), [prepared[results.REJECTED]]
+
+    return driver.run(
+        driver.Source(
+            name=settings.name or f"{source.dataset}_{settings.base}",
+            total=sum(source.split_sizes.values()),
+            read=read,
+            split_spec=splits.SplitSpec((("train", 100.0),)),  # Unused: every record keeps its source split.
+            class_names=source.class_names,
+            coarse_class_names=source.coarse_class_names,
+            metadata={"kind": "features", "input": settings.data_dir, "dataset": source.dataset},
+            policy=schema.AugmentationPolicy(),  # Features are not augmented in training; copies are made here.
+            features=spec,
+            write_copies=False,
+        ),
+        settings,
+        beam_options,
+    )
+
+
+def feature_spec(settings: options.ExtractOptions) -> schema.FeatureSpec:
+    """The spec of the features `settings` make: the weights file is found and hashed, the output shape computed."""
+    from trainer import models
+
+    try:
+        weights = models.vgg16_weights_file(settings.weights)
+    except (FileNotFoundError, models.MissingWeightsError) as e:
+        raise options.UserError(str(e).replace("--config.model.weights=", "--weights=")) from None
+    size = (settings.input_size, settings.input_size)
+    base = models.vgg16_base((*size, 3), weights=None)  # Only its shape: the weights load in the workers.
+    return schema.FeatureSpec(
+        shape=tuple(int(n) for n in base.output_shape[1:]),
+        base_model=settings.base,
+        weights=weights,
+        weights_sha256=_sha256(weights),
+        input_size=size,
+        normalization=NORMALIZATION,
+        precision=resolve_precision(settings.precision),
+    )
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` is mixed_bfloat16 where bfloat16 runs fast on this CPU (the driver's: choose explicitly for other
+    workers), else float32."""
+    if precision != "auto":
+        return precision
+    from trainer import distribution
+
+    return "mixed_bfloat16" if distribution.bfloat16_is_fast() else "float32"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with fsspec.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_shard(split: str, path: str) -> Iterator[tuple[str, bytes]]:
+    with fsspec.open(path, "rb") as f:
+        for record in tfrecord.read_records(f, path):
+            yield split, record
+
+
+class _PrepareImages(beam.DoFn):
+    """A source record in; its image as the base's input (and K augmented copies of training images) out, keyed by
+    what the output record needs; an image that does not decode is listed as rejected."""
+
+    def __init__(self, source: schema.DatasetMetadata, spec: schema.FeatureSpec, copies: int, seed: int, work_dir: str):
+        self._source, self._spec, self._copies, self._seed, self._work_dir = source, spec, copies, seed, work_dir
+
+    def setup(self):
+        tf = logs.import_tensorflow()
+        from trainer import input_pipeline
+
+        info = input_pipeline.DatasetInfo("", self._source)
+        height, width = self._spec.input_size
+        normalize = input_pipeline.make_normalizer(info, self._spec.normalization)
+        policy = self._source.augmentation
+
+        @tf.function
+        def resized(encoded):
+            return tf.cast(input_pipeline.decode_resize(encoded, info.channels, height, width), tf.float32)
+
+        @tf.function
+        def augmented(images, seed):
+            return input_pipeline.augment_batch(images, policy, seed)
+
+        self._tf, self._resized, self._augmented, self._normalize = tf, resized, augmented, tf.function(normalize)
+        self._progress = progress.Progress(self._work_dir)
+        counter = beam.metrics.Metrics.counter
+        self._files_seen = counter(results.METRICS_NAMESPACE, "files_seen")
+        self._rejected = counter(results.METRICS_NAMESPACE, results.REJECTED)
+        self._augmented_counter = counter(results.METRICS_NAMESPACE, "augmented")
+
+    def process(self, element: tuple[str, bytes]) -> Iterable[Any]:
+        split, record = element
+        feature = example_proto.Example.FromString(record).features.feature
+        filename = feature[schema.FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape")
+        key = feature[schema.KEY].bytes_list.value[0].decode("ascii")
+        self._progress.add()
+        self._files_seen.inc()
+        try:
+            image = self._resized(feature[schema.IMAGE].bytes_list.value[0])
+        except self._tf.errors.InvalidArgumentError as e:
+            self._rejected.inc()
+            reason = f"the image does not decode: {e.message.splitlines()[0]}"
+            yield beam.pvalue.TaggedOutput(
+                results.REJECTED, results.result(results.REJECTED, path=filename, reason=reason)
+            )
+            return
+        coarse = feature[schema.COARSE_LABEL].int64_list.value if schema.COARSE_LABEL in feature else None
+        params = feature[schema.AUGMENT_PARAMS].bytes_list.value[0]
+        info = ExampleInfo(
+            key=key,
+            filename=filename,
+            label=int(feature[schema.LABEL].int64_list.value[0]),
+            split=split,
+            dedupe_key=key,  # Already deduplicated when the images were built.
+            num_pixels=0,  # No pixel statistics for features.
+            moments=None,
+            source_key=feature[schema.AUGMENT_SOURCE_KEY].bytes_list.value[0].decode("ascii") or None,
+        )
+        pending = _Pending(info, coarse[0] if coarse else None, info.source_key or "", _json(params))
+        yield pending, self._normalize(image).numpy()
+        if split == "train":
+            yield from self._copies_of(image, pending)
+
+    def _copies_of(self, image: Any, original: _Pending) -> Iterator[tuple[_Pending, np.ndarray]]:
+        """Copy k of an image: the recorded policy with the stateless seed (seed, key, k), as a training batch would
+        augment it."""
+        key = original.info.key
+        base_seed = self._tf.constant([self._seed, int(key[:15], 16)], self._tf.int64)
+        for copy in range(self._copies):
+            seed = self._tf.random.experimental.stateless_fold_in(base_seed, copy)
+            pixels = self._augmented(image[None], seed)[0]
+            copy_key = hashlib.sha256(f"{key}:augment:{self._seed}:{copy}".encode()).hexdigest()
+            info = dataclasses.replace(
+                original.info,
+                key=copy_key,
+                dedupe_key=copy_key,
+                filename=f"{original.info.filename}#augment{copy}",
+                source_key=key,
+            )
+            self._augmented_counter.inc()
+            params = {"seed": self._seed, "copy": copy, "policy": self._source.augmentation.to_dict()}
+            yield (
+                dataclasses.replace(original, info=info, augment_source_key=key, augment_params=params),
+                self._normalize(pixels).numpy(),
+            )
+
+
+def _json(raw: bytes) -> dict[str, Any] | None:
+    return json.loads(raw) if raw else None
+
+
+def _run_base(spec: schema.FeatureSpec, weights: str, batch_size: int) -> beam.PTransform:
+    """RunInference of the base over keyed images, with a TensorFlow model handler."""
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHandlerNumpy
+
+    class BaseModelHandler(TFModelHandlerNumpy):
+        """Loads the base in the worker: the weights resolved there ('imagenet': its own Keras cache) and checked
+        against the sha256 the driver recorded, built in the recorded precision."""
+
+        def load_model(self):
+            return _load_base(spec, weights)
+
+    handler = BaseModelHandler(
+        model_uri=spec.weights,
+        model_type=ModelType.SAVED_WEIGHTS,
+        max_batch_size=batch_size,
+        inference_fn=_features_of,
+    )
+    return RunInference(KeyedModelHandler(handler))
+
+
+def _load_base(spec: schema.FeatureSpec, weights: str):
+    import keras
+
+    from trainer import models
+
+    path = models.vgg16_weights_file(weights)
+    if _sha256(path) != spec.weights_sha256:
+        raise ValueError(f"{path}: sha256 differs from the weights the driver recorded ({spec.weights_sha256})")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(spec.precision)
+    try:
+        return models.vgg16_base((*spec.input_size, 3), weights=path)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _features_of(model: Any, batch: Sequence[np.ndarray], inference_args: dict[str, Any], model_id: str | None = None):
+    """float32 features, whatever the precision the base computes in."""
+    from apache_beam.ml.inference.base import PredictionResult
+
+    outputs = np.asarray(model(np.stack(batch), training=False), dtype=np.float32)
+    return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs, strict=True)]
+
+
+def _to_example(pending: _Pending, prediction: Any) -> Example:
+    features = np.asarray(prediction.inference, dtype=np.float32)
+    return Example(
+        pending.info,
+        schema.serialize_example(
+            None,
+            pending.info.filename,
+            pending.info.key,
+            pending.info.label,
+            coarse_label=pending.coarse_label,
+            augment_source_key=pending.augment_source_key,
+            augment_params=pending.augment_params,
+            features=features.ravel().tolist(),
+        ),
+    )
+
+
+_DEFAULT = options.ExtractOptions  # Its class attributes are the fields' defaults.
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "The image dataset to read (built by data_prep.build).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature dataset directory to create (local path or gs://).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", _DEFAULT.overwrite, "Replace an existing --output_dir (atomically).")
+_NAME = flags.DEFINE_string("name", _DEFAULT.name, "Dataset name (shard file prefix); default: <source>_<base>.")
+_BASE = flags.DEFINE_enum("base", _DEFAULT.base, ["vgg16"], "The frozen base model.")
+_WEIGHTS = flags.DEFINE_string(
+    "weights", _DEFAULT.weights, "The base's weights: imagenet (Keras's cache, downloaded when online) or a file."
+)
+_INPUT_SIZE = flags.DEFINE_integer("input_size", _DEFAULT.input_size, "Images are resized to this square size.")
+_PRECISION = flags.DEFINE_enum(
+    "precision",
+    _DEFAULT.precision,
+    options.PRECISIONS,
+    "auto: mixed_bfloat16 where this machine's CPU has bfloat16 matrix units (AMX), else float32.",
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT.batch_size, "Largest batch the base is given.")
+_AUGMENT_COPIES = flags.DEFINE_integer(
+    "augment_copies", _DEFAULT.augment_copies, "Augmented copies of each training image, also extracted."
+)
+_SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of the augmented copies.")
+_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", _DEFAULT.shard_size_mb, "Target shard size.")
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", _DEFAULT.num_shards, "Shards per split (0: from --shard_size_mb).")
+_STALL_TIMEOUT_S = flags.DEFINE_float(
+    "stall_timeout_s",
+    _DEFAULT.stall_timeout_s,
+    "Cancel a job that shows no work for this long (0: never).",
+    lower_bound=0,
+)
+
+
+def main(argv: Sequence[str]) -> None:
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown the progress.
+    try:
+        extract(
+            options.ExtractOptions(
+                data_dir=_DATA_DIR.value or "",
+                output_dir=_OUTPUT_DIR.value or "",
+                overwrite=_OVERWRITE.value,
+                name=_NAME.value,
+                base=_BASE.value,
+                weights=_WEIGHTS.value,
+                input_size=_INPUT_SIZE.value,
+                precision=_PRECISION.value,
+                batch_size=_BATCH_SIZE.value,
+                augment_copies=_AUGMENT_COPIES.value,
+                seed=_SEED.value,
+                shard_size_mb=_SHARD_SIZE_MB.value,
+                num_shards=_NUM_SHARDS.value,
+                stall_timeout_s=_STALL_TIMEOUT_S.value,
+                beam_args=tuple(argv[1:]),
+            )
+        )
+    except options.UserError as e:
+        sys.exit(f"error: {e}")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Our flags are parsed; the rest are left for Beam."""
+    try:
+        return flags.FLAGS(argv, known_only=True)
+    except flags.Error as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
