@@ -114,7 +114,8 @@ FIELDS = (
     Field(
         "data_dir",
         "",
-        "Dataset directory written by `python -m data_prep.build` (local or gs://).",
+        "Dataset directory written by `python -m data_prep.build` (local or gs://), or for vgg16_head by "
+        "`python -m data_prep.extract_features`.",
         flag=True,
         required=True,
     ),
