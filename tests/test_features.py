@@ -1,11 +1,12 @@
 """Training on a feature dataset: the same training as end to end on the frozen base, the head run through the
-trainer (mirrored on 2 CPUs), and its export on image bytes."""
+trainer (mirrored on 2 CPUs), its export on image bytes, and a vgg16_transfer run started from its head."""
 
 import dataclasses
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -17,8 +18,19 @@ import tensorflow as tf
 from feature_datasets import learnable_pixels, write_feature_dataset, write_image_dataset
 from PIL import Image
 
-from configs import catsdogs_vgg16_features
-from trainer import checkpointing, errors, export, features, input_pipeline, models, predict, steps, train
+from configs import catsdogs_vgg16, catsdogs_vgg16_features
+from trainer import (
+    checkpointing,
+    config_fields,
+    errors,
+    export,
+    features,
+    input_pipeline,
+    models,
+    predict,
+    steps,
+    train,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32  # VGG16's base turns 32x32 images into 1x1x512 features.
@@ -168,6 +180,98 @@ def test_the_head_trains_through_the_trainer_and_its_export_classifies_image_byt
         np.testing.assert_array_equal(a, b)
 
 
+def _fine_tune_config(datasets, model_dir, **overrides):
+    config = catsdogs_vgg16.get_config()
+    config.update(
+        {
+            "data_dir": datasets.images,
+            "model_dir": str(model_dir),
+            "strategy": "off",
+            "mixed_precision": "float32",
+            "image_size": (SIZE, SIZE),
+            "global_batch_size": 8,
+            "epochs": 0,
+            **overrides,
+        }
+    )
+    config.model.weights = datasets.weights
+    config.fine_tune.update(epochs=0, learning_rate=1e-3)
+    return config
+
+
+def _train(config):
+    config_fields.validate(config)
+    return train.train_and_evaluate(config, tf.distribute.get_strategy(), train.load_data(config))
+
+
+@pytest.mark.slow
+def test_init_head_from_starts_vgg16_transfer_from_exactly_the_trained_head(datasets, head_run, tmp_path):
+    trained_head = _head_weights(_checkpointed_head(head_run))
+    model, history = _train(_fine_tune_config(datasets, tmp_path / "zero", init_head_from=head_run))
+    assert history == []
+    for a, b in zip(_head_weights(model), trained_head, strict=True):
+        np.testing.assert_array_equal(a, b)
+    base = models.vgg16_base((SIZE, SIZE, 3), datasets.weights)
+    for a, b in zip(model.get_layer(models.VGG16_BASE).weights, base.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    config = _fine_tune_config(datasets, tmp_path / "fine_tune", init_head_from=head_run)
+    config.fine_tune.epochs = 1
+    model, history = _train(config)  # Phase 1 has no epochs: fine-tuning starts from the trained head.
+    assert [(r["phase"], r["epoch"], r["step"]) for r in history] == [("fine_tune", 1, 3)]
+    fine_tuned = _head_weights(model)
+    assert not any(np.array_equal(a, b) for a, b in zip(fine_tuned, trained_head, strict=True))
+    resumed, _ = _train(config)  # A run that has a checkpoint restores it, not the head run's head.
+    for a, b in zip(_head_weights(resumed), fine_tuned, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_init_head_from_refuses_another_base_other_images_and_other_runs(datasets, head_run, tmp_path):
+    def refused(message, error=errors.UserError, **overrides):
+        weights = overrides.pop("weights", datasets.weights)
+        config = _fine_tune_config(datasets, tmp_path / "run", **overrides)
+        config.model.weights = weights
+        with pytest.raises(error, match=message):
+            _train(config)
+
+    sha = features.sha256_file(datasets.weights)
+    keras.utils.set_random_seed(1)
+    other = str(tmp_path / "other.weights.h5")
+    models.vgg16_base((SIZE, SIZE, 3), None).save_weights(other)
+    for weights, ours in ((other, features.sha256_file(other)), ("none", "-")):
+        refused(
+            re.escape(
+                f"init_head_from={head_run}: the head was trained on features of vgg16 with weights "
+                f"'{datasets.weights}' (sha256 {sha}), this run's base has weights '{weights}' (sha256 {ours}): set "
+                "--config.model.weights to the file the features were extracted with."
+            ),
+            init_head_from=head_run,
+            weights=weights,
+        )
+    refused(
+        re.escape(f"init_head_from={head_run}: {datasets.features} holds vgg16 features of 32x32 images normalized")
+        + ".*the config says image_size=\\(40, 40\\)",
+        init_head_from=head_run,
+        image_size=(40, 40),
+    )
+    not_a_head = tmp_path / "not_a_head"
+    _train(_fine_tune_config(datasets, not_a_head))
+    refused(f"is a run of model vgg16_transfer, not of {models.HEAD_MODEL}", init_head_from=str(not_a_head))
+    refused("config.json not found: .* is not the model_dir of a training run", FileNotFoundError, init_head_from="/x")
+    moved = tmp_path / "moved_head"
+    for subdir in (checkpointing.BEST_SUBDIR, train.CHECKPOINT_SUBDIR):
+        shutil.copytree(os.path.join(head_run, subdir), moved / subdir)
+    with open(os.path.join(head_run, train.CONFIG_FILE)) as f:
+        (moved / train.CONFIG_FILE).write_text(json.dumps({**json.load(f), "data_dir": str(tmp_path / "gone")}))
+    refused(
+        "its feature dataset .*gone records the head's base: .*metadata.json not found",
+        FileNotFoundError,
+        init_head_from=str(moved),
+    )
+    assert not os.path.exists(tmp_path / "run" / train.CHECKPOINT_SUBDIR), "refused before training"
+
+
 def test_export_rebuilds_only_the_recorded_base(datasets, tmp_path):
     info = input_pipeline.open_dataset(datasets.features)
     head = models.build_model(models.HEAD_MODEL, FEATURES_SHAPE, 2)
@@ -188,3 +292,19 @@ def test_export_rebuilds_only_the_recorded_base(datasets, tmp_path):
     random_base = dataclasses.replace(info.metadata.features, weights="none", weights_sha256="")
     metadata = dataclasses.replace(info.metadata, features=random_base)
     assert features.servable(info) and not features.servable(input_pipeline.DatasetInfo(info.data_dir, metadata))
+
+
+@pytest.mark.slow
+def test_the_tutorials_second_step_fine_tunes_from_the_head_on_the_command_line(datasets, head_run, tmp_path):
+    history = _train_on_the_command_line(
+        "configs/catsdogs_vgg16.py",
+        datasets.images,
+        str(tmp_path / "run"),
+        f"--config.model.weights={datasets.weights}",
+        f"--config.init_head_from={head_run}",
+        "--epochs=0",
+        "--config.fine_tune.epochs=1",
+        "--config.fine_tune.learning_rate=1e-3",
+    )
+    assert [(r["phase"], r["epoch"], r["step"]) for r in history] == [("fine_tune", 1, 3)]
+    assert os.path.exists(tmp_path / "run" / export.EXPORT_SUBDIR / export.SAVED_MODEL_SUBDIR / "saved_model.pb")

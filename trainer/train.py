@@ -8,6 +8,7 @@ config; `train_and_evaluate` takes a strategy and a `Data` directly (tests, othe
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -237,7 +238,7 @@ class _Training:
     step as an uninterrupted run; the training data after a restart is not the
     same sequence of batches (the infinite input restarts its shuffle).
     A fresh run logs its first batch as images to TensorBoard (features are not logged); that batch is not trained
-    on.
+    on. A fresh run with config.init_head_from starts vgg16_transfer's head from that vgg16_head run's.
     """
 
     def __init__(
@@ -259,6 +260,8 @@ class _Training:
         if self.restored:
             checkpointing.restore_state(self.restored, model, self.state)
             self._check_resumable()
+        elif config.init_head_from:
+            features.init_head(model, config, _read_run_config(config.init_head_from), data.class_names)
         self.history = history_lib.History.resume(config.model_dir if is_chief else None, self._step)
         self.summaries = summaries.Summaries(config.model_dir, is_chief)
         self.iterator = iter(strategy.distribute_datasets_from_function(data.train_input_fn))
@@ -481,6 +484,15 @@ class _Training:
             f"Last good checkpoint: {tf.train.latest_checkpoint(self.checkpoint_dir) or 'none'}. Lower the "
             "learning rate or check the data."
         )
+
+
+def _read_run_config(model_dir: str) -> dict[str, Any]:
+    """The config.json a training run wrote to its model_dir."""
+    path = tf.io.gfile.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: {model_dir} is not the model_dir of a training run.")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
