@@ -40,6 +40,7 @@ def test_configs_default_is_the_tables_defaults():
         ({"checkpoints_to_keep": 0}, "config.checkpoints_to_keep=0: must be > 0"),
         ({"data_dir": ""}, "--data_dir is required"),
         ({"early_stopping_patience": 2, "mode": "train", "best_metric": "val_loss"}, "early_stopping_patience watches"),
+        ({"init_head_from": "/head"}, "model lenet5 has no pretrained base: .*init_head_from .*vgg16_transfer only"),
     ],
 )
 def test_bad_values_are_named_with_how_to_set_them(overrides, message):

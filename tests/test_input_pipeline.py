@@ -1,4 +1,5 @@
-"""The trainer's tf.data input pipeline: sharding, coverage, augmentation, normalization, bad directories."""
+"""The trainer's tf.data input pipeline: sharding, coverage, augmentation, normalization, feature datasets, bad
+directories."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import collections
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +16,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import dataset_metadata
+from conftest import NO_AUGMENTATION, dataset_metadata
+from feature_datasets import write_features
 from PIL import Image
 
 from data_prep import schema
@@ -447,3 +450,108 @@ def test_reads_what_data_prep_builds(sample_dataset):
     )[0]
     assert images.shape == (8, 48, 40, 3) and labels.shape == (8,)
     assert np.isfinite(images).all() and -4 < images.mean() < 4
+
+
+FEATURES_SHAPE = (2, 2, 3)
+
+
+def _feature_dataset(root, shards, policy=NO_AUGMENTATION) -> input_pipeline.DatasetInfo:
+    """Example i's features are i + (0, 1/16, ..., 11/16) in row-major order, its label i % 3."""
+    spec = schema.FeatureSpec(
+        shape=FEATURES_SHAPE,
+        base_model="vgg16",
+        weights="none",
+        weights_sha256="",
+        input_size=(SIZE, SIZE),
+        normalization="vgg16",
+        precision="float32",
+    )
+    offsets = np.arange(12, dtype=np.float32).reshape(FEATURES_SHAPE) / 16
+    next_index, records = 0, {}
+    for split, lengths in shards.items():
+        records[split] = []
+        for length in lengths:
+            indices = range(next_index, next_index + length)
+            records[split].append([(i + offsets, i % 3, f"key{i}", f"{i}.img") for i in indices])
+            next_index += length
+    return input_pipeline.open_dataset(write_features(root, records, spec, class_names=CLASSES, policy=policy))
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> input_pipeline.DatasetInfo:
+    """train: 3 shards, 12 examples (0..11); validation: 2 shards, 7 examples (12..18)."""
+    return _feature_dataset(tmp_path_factory.mktemp("features"), {"train": [5, 4, 3], "validation": [4, 3]})
+
+
+def _feature_indices(batches) -> list[int]:
+    offsets = np.arange(12, dtype=np.float32).reshape(FEATURES_SHAPE) / 16
+    indices = []
+    for values, label in _examples(batches):
+        index = int(values[0, 0, 0])
+        np.testing.assert_array_equal(values, index + offsets)  # Exactly as stored: no resizing or normalization.
+        assert label == index % 3
+        indices.append(index)
+    return indices
+
+
+def test_feature_eval_batches_are_the_stored_features_padded_with_masked_zeros(features):
+    batches = _batches(features, "validation", normalization="vgg16")
+    assert [mask.tolist() for _, _, mask in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    for values, labels, _ in batches:
+        assert values.shape == (4, *FEATURES_SHAPE) and values.dtype == np.float32 and labels.dtype == np.int64
+    assert sorted(_feature_indices(batches)) == list(range(12, 19))
+    values, labels, _ = batches[-1]
+    assert labels[-1] == 0 and not values[-1].any()
+
+
+@pytest.mark.parametrize("pipelines,replicas", [(1, 1), (2, 2), (1, 2), (4, 4)])  # 4 pipelines > 3 files.
+def test_feature_eval_yields_every_example_once_on_every_layout(features, pipelines, replicas):
+    per_pipeline = [
+        _batches(
+            features,
+            "train",
+            pipelines=pipelines,
+            pipeline_id=i,
+            replicas=replicas,
+            global_batch_size=2 * replicas,
+            normalization="vgg16",
+        )
+        for i in range(pipelines)
+    ]
+    assert len({len(batches) for batches in per_pipeline}) == 1
+    assert sorted(i for batches in per_pipeline for i in _feature_indices(batches)) == list(range(12))
+
+
+def test_feature_training_is_infinite_shuffled_full_batches_of_the_stored_features(features):
+    batches = _batches(features, "train", training=True, normalization="vgg16", take=9, deterministic=True)
+    assert all(values.shape == (4, *FEATURES_SHAPE) and len(labels) == 4 for values, labels in batches)
+    indices = _feature_indices(batches)
+    assert [sorted(indices[i : i + 12]) for i in (0, 12, 24)] == [list(range(12))] * 3  # Each pass sees each once.
+    assert indices[:12] != list(range(12)) and indices[:12] != indices[12:24]  # Shuffled, differently each pass.
+
+
+def test_a_feature_dataset_gives_the_model_its_features_and_serves_rgb(features):
+    assert input_pipeline.model_input_shape(features, (SIZE, SIZE), "vgg16") == FEATURES_SHAPE
+    assert input_pipeline.image_channels(features) == 3
+    with pytest.raises(ValueError, match="holds a base model's features, not images"):
+        _ = features.channels
+
+
+@pytest.mark.parametrize(
+    "image_size,normalization",
+    [((SIZE + 1, SIZE), "vgg16"), ((SIZE, SIZE), "unit")],
+)
+def test_a_feature_dataset_refuses_a_config_for_other_images(features, image_size, normalization):
+    message = (
+        f"holds vgg16 features of {SIZE}x{SIZE} images normalized 'vgg16', but the config says "
+        f"image_size={image_size}, normalization='{normalization}': set --config.image_size={SIZE},{SIZE} "
+        "--config.normalization=vgg16"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _batches(features, "train", image_size=image_size, normalization=normalization)
+
+
+def test_a_feature_dataset_that_asks_for_augmentation_is_refused(tmp_path):
+    info = _feature_dataset(tmp_path, {"train": [4]}, policy=AugmentationPolicy(horizontal_flip=True))
+    with pytest.raises(ValueError, match="features cannot be augmented when training .*--augment_copies=K"):
+        _batches(info, "train", training=True, normalization="vgg16")

@@ -92,6 +92,20 @@ def test_vgg16_transfer_matches_chollet_and_freezes_by_phase():
         models.set_base_trainable(model, "block9_conv1")
 
 
+def test_vgg16_head_is_the_transfer_models_head_on_features():
+    head = models.build_model("vgg16_head", (4, 4, 512), 2)
+    assert head.count_params() == 2_097_665  # Chollet 5.3, fast feature extraction: Dense(256) on 4*4*512 + Dense(1).
+    transfer = models.build_model("vgg16_transfer", (150, 150, 3), 2, weights="none")
+    assert [layer.name for layer in head.layers[1:]] == [layer.name for layer in transfer.layers[2:]]
+    assert [layer.name for layer in head.layers if layer.weights] == list(models.HEAD_LAYERS)
+    models.copy_head(head, transfer)
+    for name in models.HEAD_LAYERS:
+        for a, b in zip(head.get_layer(name).weights, transfer.get_layer(name).weights, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match=r"head layer head_dense of vgg16_head has weights of shapes \[\(512, 256\)"):
+        models.copy_head(models.build_model("vgg16_head", (1, 1, 512), 2), transfer)
+
+
 @pytest.mark.parametrize("file_format", ["keras3", "legacy_h5"])
 def test_vgg16_loads_local_weights_file(tmp_path, file_format):
     keras.utils.set_random_seed(1)

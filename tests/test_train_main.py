@@ -145,7 +145,9 @@ def test_experiment_configs_are_valid_and_documented(parse, path):
     with open(os.path.join(REPO, path)) as f:
         source = f.read()
     assert f"--config={path}" in source and "%" in source  # The command and the literature's accuracy.
-    if config.model.name != "vgg16_transfer":
+    if models.takes_features(config.model.name):
+        models.build_model(config.model.name, (4, 4, 512), 10)  # VGG16's base at 150 px.
+    elif config.model.name != "vgg16_transfer":
         channels = 1 if "mnist" in path else 3
         models.build_model(config.model.name, (*config.image_size, channels), 10)
 

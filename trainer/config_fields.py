@@ -114,7 +114,8 @@ FIELDS = (
     Field(
         "data_dir",
         "",
-        "Dataset directory written by `python -m data_prep.build` (local or gs://).",
+        "Dataset directory written by `python -m data_prep.build` (local or gs://), or for vgg16_head by "
+        "`python -m data_prep.extract_features`.",
         flag=True,
         required=True,
     ),
@@ -187,6 +188,13 @@ FIELDS = (
     Field("model.name", "mnist_cnn", "The model.", choices=models.MODEL_NAMES),
     Field("model.weights", "", f"{TRANSFER_MODEL}: 'imagenet', a local .h5/.weights.h5 path, or '' (random)."),
     Field("model.freeze_base", False, f"{TRANSFER_MODEL}: train only the head in the 'train' phase."),
+    Field(
+        "init_head_from",
+        "",
+        f"{TRANSFER_MODEL}: a fresh run starts its head from the best (else latest) checkpoint of this model_dir of a "
+        f"{models.HEAD_MODEL} run, trained on features of the same base, images and classes (checked); then "
+        "--epochs=0 fine-tunes at once. A resumed run restores its own checkpoint instead.",
+    ),
     # Phase "train".
     Field("global_batch_size", 32, "Batch size summed over all replicas.", rule=POSITIVE, flag=True),
     Field("epochs", 10, "Epochs of the 'train' phase.", rule=NOT_NEGATIVE, flag=True),
@@ -275,10 +283,12 @@ def _get(config: ml_collections.ConfigDict, name: str) -> Any:
 
 def _check_transfer_fields(config: ml_collections.ConfigDict) -> None:
     scratch_weights = config.model.weights not in ("", "none")
-    if config.model.name != TRANSFER_MODEL and (config.model.freeze_base or config.fine_tune.epochs or scratch_weights):
+    if config.model.name != TRANSFER_MODEL and (
+        config.model.freeze_base or config.fine_tune.epochs or scratch_weights or config.init_head_from
+    ):
         raise ConfigError(
-            f"model {config.model.name} has no pretrained base: model.weights, model.freeze_base and "
-            f"fine_tune.epochs apply to {TRANSFER_MODEL} only."
+            f"model {config.model.name} has no pretrained base: model.weights, model.freeze_base, init_head_from "
+            f"and fine_tune.epochs apply to {TRANSFER_MODEL} only."
         )
 
 

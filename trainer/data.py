@@ -20,9 +20,10 @@ class Data:
     """Input functions (for `strategy.distribute_datasets_from_function`) and the sizes the loop needs."""
 
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # Of one example: an image (H, W, C), or a feature dataset's features.
     train_input_fn: InputFn | None  # Infinite (images, labels), full per-replica batches.
     eval_input_fn: InputFn | None  # One pass of full (images, labels, mask) batches; `eval_examples` unmasked.
     train_steps_per_epoch: int
     eval_examples: int
     class_names: tuple[str, ...] = ()  # For reports; empty: '0', '1', ...
+    images: bool = True  # False: the inputs are a frozen base's features (not logged as images).

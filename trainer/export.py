@@ -8,6 +8,9 @@
 
 The signature decodes, resizes and normalizes with the input pipeline's own
 functions, so a served image is prepared as a training image is after data_prep.
+A head trained on a feature dataset is exported as the image classifier it stands
+for: vgg16_transfer with the base the features came from (trainer/features.py), so
+its export too takes image bytes, prepared as extraction prepared them.
 (data_prep's offline resize, antialiased, is not repeated: an image much larger
 than image_size is squashed to it in one bilinear step.) Outputs are float32 and
 per class whatever the model's head or dtype policy. The input is named
@@ -23,7 +26,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import input_pipeline, models, predict
+from trainer import features, input_pipeline, models, predict
 
 EXPORT_SUBDIR = "export"
 SAVED_MODEL_SUBDIR = "saved_model"
@@ -75,6 +78,7 @@ def export_model(
 ) -> str:
     """Writes `export_dir`/saved_model (for `info`'s images and classes) and `export_dir`/model.keras.
 
+    For a feature dataset, `model` is the head and both files hold the image classifier (features.classifier).
     Returns the SavedModel's path. Call on the chief only: reading the model's
     (mirrored) variables needs no other worker.
     """
@@ -84,11 +88,14 @@ def export_model(
             f"model {model.name} has {model.output_shape[-1]} outputs, dataset {info.data_dir} has "
             f"{info.num_classes} classes (a model for it has {units})."
         )
+    if info.metadata.features is not None:
+        input_pipeline.check_feature_images(info, image_size, normalization)
+        model = features.classifier(model, info)
     serve = serving_function(
         model,
         class_names=info.class_names,
         image_size=image_size,
-        channels=info.channels,
+        channels=input_pipeline.image_channels(info),
         normalize=input_pipeline.make_normalizer(info, normalization),
     )
     # No archive.track(model): the endpoint tracks the variables it uses, and tracking the model too stores every

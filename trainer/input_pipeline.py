@@ -5,6 +5,9 @@ One pipeline per `tf.distribute.InputContext` (for
 split, decodes and resizes once, caches the uint8 images, and for training
 shuffles, repeats and augments with stateless random ops so tf.data can run the
 maps in parallel and a (seed, pipeline, step) triple fixes the augmentation.
+A feature dataset (a frozen base's outputs) goes the same way with its stored
+features in place of decoded images, neither augmented nor normalized (extraction
+resized and normalized the images the base saw).
 
 Every batch has the full per-replica batch size, so no replica ever runs the model
 on an empty batch (oneDNN's convolution returns a wrongly shaped result for one)
@@ -141,9 +144,22 @@ def _verify_record_count(path: str, expected: int) -> None:
         )
 
 
+def image_channels(info: DatasetInfo) -> int:
+    """Channels images are decoded to for a classifier of this dataset: the stored images', or for a feature
+    dataset RGB (its VGG16 base took RGB)."""
+    return info.channels if info.metadata.image is not None else 3
+
+
 def output_channels(info: DatasetInfo, normalization: str) -> int:
     """Channels of the images the pipeline yields: VGG16's preprocessing needs RGB, so grey becomes RGB."""
-    return 3 if normalization == "vgg16" else info.channels
+    return 3 if normalization == "vgg16" else image_channels(info)
+
+
+def model_input_shape(info: DatasetInfo, image_size: tuple[int, int], normalization: str) -> tuple[int, ...]:
+    """The shape of one example the model takes: a feature dataset's features, else the images the pipeline yields."""
+    if info.metadata.features is not None:
+        return tuple(int(n) for n in info.metadata.features.shape)
+    return (int(image_size[0]), int(image_size[1]), output_channels(info, normalization))
 
 
 def steps_per_epoch(info: DatasetInfo, split: str, global_batch_size: int) -> int:
@@ -199,6 +215,81 @@ def pad_to_full_batches(examples: tf.data.Dataset, batch_size: int, num_batches:
     return real.concatenate(padding).take(batch_size * num_batches).batch(batch_size, drop_remainder=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Examples:
+    """What a dataset's records become: parsed (and decoded) examples, cached, then batched and finished."""
+
+    parse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]  # A batch of serialized records -> (inputs, labels).
+    decode: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None  # Per example, before the cache.
+    bytes_per_example: int  # As cached.
+    name: str  # In file cache names.
+    policy: schema.AugmentationPolicy
+    normalize: Callable[[tf.Tensor], tf.Tensor]
+
+
+def _image_examples(info: DatasetInfo, image_size: tuple[int, int], normalization: str) -> _Examples:
+    """Decoded and resized uint8 images, cached; batches augmented, then normalized."""
+    height, width = (int(n) for n in image_size)
+    channels = info.channels
+
+    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features = schema.parse_examples(serialized)
+        return features[schema.IMAGE], features[schema.LABEL]
+
+    return _Examples(
+        parse=parse,
+        decode=lambda image, label: (decode_resize(image, channels, height, width), label),
+        bytes_per_example=height * width * channels,
+        name=f"{height}x{width}",
+        policy=info.augmentation,
+        # XLA fuses the cast and the per-pixel arithmetic into one pass over the batch (Keras's VGG16
+        # preprocessing alone makes three); measured in BUILD_NOTES.md, "Input pipeline".
+        normalize=tf.function(make_normalizer(info, normalization), jit_compile=True),
+    )
+
+
+def _feature_examples(info: DatasetInfo, image_size: tuple[int, int], normalization: str) -> _Examples:
+    """A feature dataset's float32 features as stored: its images were resized, normalized and augmented (if at
+    all) before the base ran, at extraction."""
+    spec = check_feature_images(info, image_size, normalization)
+    if not info.augmentation.is_identity:
+        raise UserError(
+            f"{info.data_dir} holds features but its {schema.METADATA_FILE} asks for augmentation "
+            f"{info.augmentation}: features cannot be augmented when training (extract features of augmented "
+            "copies with `python -m data_prep.extract_features --augment_copies=K` instead)."
+        )
+    shape = [int(n) for n in spec.shape]
+
+    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features = schema.parse_examples(serialized, features_shape=shape)
+        return features[schema.FEATURES], features[schema.LABEL]
+
+    return _Examples(
+        parse=parse,
+        decode=None,
+        bytes_per_example=4 * math.prod(shape),
+        name="features",
+        policy=info.augmentation,
+        normalize=tf.identity,
+    )
+
+
+def check_feature_images(info: DatasetInfo, image_size: tuple[int, int], normalization: str) -> schema.FeatureSpec:
+    """The FeatureSpec of a feature dataset, once the config's image_size and normalization are those its features
+    were extracted from: a config describes the images its classifier sees, and the export serves those."""
+    spec = info.metadata.features
+    assert spec is not None, f"{info.data_dir} holds images"
+    if (tuple(int(n) for n in image_size), normalization) != (tuple(spec.input_size), spec.normalization):
+        height, width = spec.input_size
+        raise UserError(
+            f"{info.data_dir} holds {spec.base_model} features of {height}x{width} images normalized "
+            f"'{spec.normalization}', but the config says image_size={tuple(image_size)}, normalization="
+            f"'{normalization}': set --config.image_size={height},{width} --config.normalization={spec.normalization} "
+            "(or extract the features again with the config's)."
+        )
+    return spec
+
+
 def make_input_fn(
     info: DatasetInfo,
     split: str,
@@ -220,6 +311,9 @@ def make_input_fn(
     pipelines, yields every example exactly once with mask 1.0, padded with mask-0.0
     examples so that every pipeline yields the same number of full batches
     (`eval_batches_per_pipeline`).
+    A feature dataset yields its features in place of images, as stored (no resizing,
+    augmentation or normalization: extraction did that; padding is zero features);
+    `image_size` and `normalization` must be those it was extracted from (`check_feature_images`).
     `cache` is 'auto' (memory if the decoded pipeline part fits
     MEMORY_CACHE_BUDGET_BYTES), 'memory', 'none' or a directory for a file cache.
     `deterministic` defaults to `not training` (training order depends on thread timing).
@@ -228,10 +322,8 @@ def make_input_fn(
         raise UserError(f"split {split!r} not in {info.data_dir} (has {sorted(info.split_sizes)}).")
     if not info.split_sizes[split]:
         raise UserError(f"split {split!r} of {info.data_dir} has no examples.")
-    height, width = (int(n) for n in image_size)
-    # XLA fuses the cast and the per-pixel arithmetic into one pass over the batch (Keras's VGG16
-    # preprocessing alone makes three); measured in BUILD_NOTES.md, "Input pipeline".
-    normalize = tf.function(make_normalizer(info, normalization), jit_compile=True)
+    make_examples = _image_examples if info.metadata.features is None else _feature_examples
+    examples = make_examples(info, image_size, normalization)
     if deterministic is None:
         deterministic = not training
     paths = info.shard_paths(split)
@@ -251,24 +343,24 @@ def make_input_fn(
         )
         if by_record:
             ds = ds.shard(num_pipelines, pipeline_id)
-        ds = ds.batch(PARSE_BATCH_SIZE).map(_parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        ds = ds.map(
-            lambda image, label: (decode_resize(image, info.channels, height, width), label),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        ds = ds.batch(PARSE_BATCH_SIZE).map(examples.parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        if examples.decode is not None:
+            ds = ds.map(examples.decode, num_parallel_calls=tf.data.AUTOTUNE)
         ds = _cache(
             ds,
             cache,
-            num_examples * height * width * info.channels,
-            f"{info.name}-{split}-{height}x{width}-{_fingerprint(info, split)}-{pipeline_id}of{num_pipelines}",
+            num_examples * examples.bytes_per_example,
+            f"{info.name}-{split}-{examples.name}-{_fingerprint(info, split)}-{pipeline_id}of{num_pipelines}",
         )
         if training:
-            shuffle_buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // (height * width * info.channels)))
-            ds = _training_batches(ds, batch_size, shuffle_buffer, seed, pipeline_id, info.augmentation, normalize)
+            shuffle_buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // examples.bytes_per_example))
+            ds = _training_batches(
+                ds, batch_size, shuffle_buffer, seed, pipeline_id, examples.policy, examples.normalize
+            )
         else:
             largest = max(pipeline_num_examples(lengths, num_pipelines, i) for i in range(num_pipelines))
             num_batches = eval_batches_per_pipeline(largest, batch_size, replicas_per_pipeline(context))
-            ds = _evaluation_batches(ds, batch_size, num_batches, normalize)
+            ds = _evaluation_batches(ds, batch_size, num_batches, examples.normalize)
         return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
     return input_fn
@@ -325,11 +417,6 @@ def _read_records(paths: Sequence[str], lengths: Sequence[int], shuffle_seed: in
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True if shuffle_seed is None else None,
     )
-
-
-def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    features = schema.parse_examples(serialized)
-    return features[schema.IMAGE], features[schema.LABEL]
 
 
 def decode_resize(encoded: tf.Tensor, channels: int, height: int, width: int) -> tf.Tensor:
@@ -390,7 +477,7 @@ def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tenso
 
         def vgg16(images):
             images = tf.cast(images, tf.float32)
-            if info.channels == 1:
+            if image_channels(info) == 1:
                 images = tf.image.grayscale_to_rgb(images)
             return keras.applications.vgg16.preprocess_input(images)
 
@@ -398,11 +485,12 @@ def make_normalizer(info: DatasetInfo, normalization: str) -> Callable[[tf.Tenso
     if normalization == "unit":
         return lambda images: tf.cast(images, tf.float32) * (1.0 / 255.0)
     if normalization == "dataset":
+        channels = image_channels(info)
         mean, std = (info.statistics.mean, info.statistics.std) if info.statistics else (None, None)
-        if not mean or not std or len(mean) != info.channels or len(std) != info.channels or min(std) <= 0:
+        if not mean or not std or len(mean) != channels or len(std) != channels or min(std) <= 0:
             raise UserError(
                 f"normalization='dataset' needs per-channel statistics.mean/std (positive std) for "
-                f"{info.channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
+                f"{channels} channels in {info.data_dir}/{schema.METADATA_FILE}; got "
                 f"mean={mean}, std={std}: {schema.REBUILD} or choose another normalization."
             )
         mean_t, inv_std = tf.constant(mean, tf.float32), tf.constant([1.0 / s for s in std], tf.float32)

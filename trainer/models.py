@@ -1,9 +1,11 @@
-"""Image classifiers: VGG16 transfer learning and the tutorial CNNs, and the head they all end in.
+"""Image classifiers: VGG16 transfer learning, its Dense head alone (vgg16_head, for feature datasets), the tutorial
+CNNs, and the output head they all end in.
 
-The head is defined here once: a float32 output layer (so mixed precision keeps the loss in float32) of one sigmoid
-unit for two classes, a softmax otherwise; `class_probabilities`, `predicted_class` and `per_example_loss` read any
-model's outputs by that convention (training, evaluation and export use them). Models take images already normalized
-by the input pipeline. BatchNormalization is `synchronized` (why: BUILD_NOTES.md, "The loop").
+The output head is defined here once: a float32 output layer (so mixed precision keeps the loss in float32) of one
+sigmoid unit for two classes, a softmax otherwise; `class_probabilities`, `predicted_class` and `per_example_loss` read
+any model's outputs by that convention (training, evaluation and export use them). Models take images already
+normalized by the input pipeline; vgg16_head takes a feature dataset's features. BatchNormalization is `synchronized`
+(why: BUILD_NOTES.md, "The loop").
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ VGG16_NOTOP_WEIGHTS_URL = (
 VGG16_NOTOP_WEIGHTS_MD5 = "6d6bbae143d832006294945121d1f1fc"  # keras.applications.vgg16's own check.
 VGG16_BASE = "vgg16"  # Name of the pretrained base inside the transfer model.
 WHOLE_BASE = "all"  # set_base_trainable: every base layer trains.
+HEAD_MODEL = "vgg16_head"  # The transfer model's head alone, trained on a feature dataset of its base.
+HEAD_LAYERS = ("head_dense", "predictions")  # The head's layers with weights, named alike in both models.
+HEAD_DROPOUT = 0.5  # Chollet's; read when a head is built (a test sets 0 to compare two ways of training).
 
 
 class MissingWeightsError(RuntimeError):
@@ -90,11 +95,35 @@ def vgg16_transfer(
         )
     base = vgg16_base(input_shape, weights)
     inputs = keras.Input(input_shape, name="images")
-    x = base(inputs, training=False)
-    x = layers.Flatten(name="head_flatten")(x)
+    return keras.Model(inputs, _head(base(inputs, training=False), num_classes), name="vgg16_transfer")
+
+
+def vgg16_head(features_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """vgg16_transfer's head alone, on the base's outputs (a feature dataset): its layers have the transfer
+    model's names, so its weights initialise that model's head (`copy_head`)."""
+    inputs = keras.Input(features_shape, name="features")
+    return keras.Model(inputs, _head(inputs, num_classes), name=HEAD_MODEL)
+
+
+def _head(features: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    x = layers.Flatten(name="head_flatten")(features)
     x = layers.Dense(256, activation="relu", name="head_dense")(x)
-    x = layers.Dropout(0.5, name="head_dropout")(x)
-    return keras.Model(inputs, output_layer(num_classes)(x), name="vgg16_transfer")
+    x = layers.Dropout(HEAD_DROPOUT, name="head_dropout")(x)
+    return output_layer(num_classes)(x)
+
+
+def copy_head(source: keras.Model, target: keras.Model) -> None:
+    """Sets `target`'s head weights (HEAD_LAYERS) to `source`'s; UserError naming a layer whose shapes differ."""
+    for name in HEAD_LAYERS:
+        values = source.get_layer(name).get_weights()
+        layer = target.get_layer(name)
+        shapes, expected = [v.shape for v in values], [tuple(w.shape) for w in layer.weights]
+        if shapes != expected:
+            raise UserError(
+                f"head layer {name} of {source.name} has weights of shapes {shapes}, {target.name}'s {expected}: "
+                "the head was trained on features of another shape (another base or input size)."
+            )
+        layer.set_weights(values)
 
 
 def vgg16_base(input_shape: tuple[int, int, int], weights: str | None) -> keras.Model:
@@ -238,24 +267,32 @@ SCRATCH_MODELS: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = 
     "cifar_cnn": cifar_cnn,
     "catsdogs_cnn": catsdogs_cnn,
 }
-MODEL_NAMES = ("vgg16_transfer", *SCRATCH_MODELS)
+MODEL_NAMES = ("vgg16_transfer", HEAD_MODEL, *SCRATCH_MODELS)
+
+
+def takes_features(name: str) -> bool:
+    """Whether model `name` trains on a feature dataset (a frozen base's outputs) rather than on images."""
+    return name == HEAD_MODEL
 
 
 def build_model(
     name: str,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     num_classes: int,
     weights: str | None = None,
 ) -> keras.Model:
-    """Builds model `name` (see MODEL_NAMES); `weights` applies to vgg16_transfer only."""
-    input_shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+    """Builds model `name` (see MODEL_NAMES) for inputs of `input_shape` (images, or a feature dataset's features
+    for vgg16_head); `weights` applies to vgg16_transfer only."""
+    shape = tuple(int(n) for n in input_shape)
     if name == "vgg16_transfer":
-        return vgg16_transfer(input_shape, num_classes, weights)
-    if name not in SCRATCH_MODELS:
+        return vgg16_transfer((shape[0], shape[1], shape[2]), num_classes, weights)
+    if name not in (HEAD_MODEL, *SCRATCH_MODELS):
         raise ValueError(f"unknown model {name!r} (config model.name); choose one of {MODEL_NAMES}.")
     if weights and weights != "none":
         raise ValueError(f"model {name} trains from scratch: config model.weights must be empty, got {weights!r}.")
-    return SCRATCH_MODELS[name](input_shape, num_classes)
+    if name == HEAD_MODEL:
+        return vgg16_head(shape, num_classes)
+    return SCRATCH_MODELS[name]((shape[0], shape[1], shape[2]), num_classes)
 
 
 def has_synchronized_batch_norm(model: keras.Model) -> bool:

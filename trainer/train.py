@@ -8,6 +8,7 @@ config; `train_and_evaluate` takes a strategy and a `Data` directly (tests, othe
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,18 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from trainer import checkpointing, distribution, export, files, input_pipeline, models, preemption, steps, summaries
+from trainer import (
+    checkpointing,
+    distribution,
+    export,
+    features,
+    files,
+    input_pipeline,
+    models,
+    preemption,
+    steps,
+    summaries,
+)
 from trainer import evaluate as evaluation
 from trainer import history as history_lib
 from trainer.checkpointing import CHECKPOINT_SUBDIR
@@ -84,6 +96,7 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
     info = _open_dataset(config.data_dir)
+    _check_model_inputs(info, config.model.name)
     image_size = (int(config.image_size[0]), int(config.image_size[1]))
 
     def input_fn(split: str, training: bool) -> InputFn:
@@ -102,7 +115,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
     eval_split = config.test_split if config.mode == "eval" else config.eval_split
     return Data(
         num_classes=info.num_classes,
-        input_shape=(*image_size, input_pipeline.output_channels(info, config.normalization)),
+        input_shape=input_pipeline.model_input_shape(info, image_size, config.normalization),
         train_input_fn=input_fn(config.train_split, True) if training else None,
         eval_input_fn=input_fn(eval_split, False) if evaluating else None,
         train_steps_per_epoch=(
@@ -110,7 +123,24 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
         ),
         eval_examples=info.split_sizes.get(eval_split, 0),
         class_names=info.class_names,
+        images=info.metadata.features is None,
     )
+
+
+def _check_model_inputs(info: input_pipeline.DatasetInfo, model_name: str) -> None:
+    """vgg16_head trains on a feature dataset, every other model on images."""
+    spec = info.metadata.features
+    if models.takes_features(model_name) and spec is None:
+        raise UserError(
+            f"model {model_name} trains on a feature dataset and {info.data_dir} holds images: extract its features "
+            f"with `python -m data_prep.extract_features --data_dir={info.data_dir} --output_dir=FEATURES`, then "
+            "pass --data_dir=FEATURES."
+        )
+    if not models.takes_features(model_name) and spec is not None:
+        raise UserError(
+            f"{info.data_dir} holds features of a frozen {spec.base_model} base, which model {models.HEAD_MODEL} "
+            f"trains on; model {model_name} takes images: pass the image dataset's directory."
+        )
 
 
 def _open_dataset(data_dir: str) -> input_pipeline.DatasetInfo:
@@ -177,15 +207,18 @@ def _evaluate_checkpoint(
 
 def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) -> None:
     """Exports for serving the model --mode=eval evaluates by default (restored into `model`)."""
+    info = _open_dataset(config.data_dir)
+    if not features.servable(info):
+        logging.warning(
+            "Not exported: the features in %s come from a randomly initialised base, which was not saved.",
+            config.data_dir,
+        )
+        return
     path = checkpointing.best_or_latest_checkpoint(config.model_dir)
     if path:  # None after zero epochs.
         _restore_model(model, path)
     export.export_model(
-        model,
-        tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR),
-        _open_dataset(config.data_dir),
-        config.image_size,
-        config.normalization,
+        model, tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR), info, config.image_size, config.normalization
     )
 
 
@@ -204,7 +237,8 @@ class _Training:
     and on SIGTERM, so a restart loses at most one interval and ends at the same
     step as an uninterrupted run; the training data after a restart is not the
     same sequence of batches (the infinite input restarts its shuffle).
-    A fresh run logs its first batch as images to TensorBoard; that batch is not trained on.
+    A fresh run logs its first batch as images to TensorBoard (features are not logged); that batch is not trained
+    on. A fresh run with config.init_head_from starts vgg16_transfer's head from that vgg16_head run's.
     """
 
     def __init__(
@@ -226,6 +260,8 @@ class _Training:
         if self.restored:
             checkpointing.restore_state(self.restored, model, self.state)
             self._check_resumable()
+        elif config.init_head_from:
+            features.init_head(model, config, _read_run_config(config.init_head_from), data.class_names)
         self.history = history_lib.History.resume(config.model_dir if is_chief else None, self._step)
         self.summaries = summaries.Summaries(config.model_dir, is_chief)
         self.iterator = iter(strategy.distribute_datasets_from_function(data.train_input_fn))
@@ -268,7 +304,8 @@ class _Training:
             self.history.plot()
         else:
             images, _ = next(self.iterator)
-            self.summaries.images(0, self.strategy.experimental_local_results(images)[0], self.config.normalization)
+            if self.data.images:
+                self.summaries.images(0, self.strategy.experimental_local_results(images)[0], self.config.normalization)
         with self.stop:
             for index in range(int(self.state.phase.numpy()), len(self.phases)):
                 self._run_phase(index, self.phases[index])
@@ -447,6 +484,15 @@ class _Training:
             f"Last good checkpoint: {tf.train.latest_checkpoint(self.checkpoint_dir) or 'none'}. Lower the "
             "learning rate or check the data."
         )
+
+
+def _read_run_config(model_dir: str) -> dict[str, Any]:
+    """The config.json a training run wrote to its model_dir."""
+    path = tf.io.gfile.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: {model_dir} is not the model_dir of a training run.")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
