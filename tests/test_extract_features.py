@@ -3,6 +3,8 @@ the trainer's own preprocessing and base compute for that image."""
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -152,3 +154,53 @@ def test_tfds_pairs_features_with_labels_as_supervised(images, weights, tmp_path
     assert builder.info.supervised_keys == (schema.FEATURES, schema.LABEL)
     features, label = next(iter(tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True))))
     assert features.shape == (1, 1, 512) and label in (0, 1)
+
+
+@pytest.mark.slow
+def test_the_tutorials_first_step_on_the_command_line_extract_then_train_the_head(images, weights, tmp_path):
+    """The Beam job's output is what the head config trains on, and that run exports an image classifier."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    features, head = tmp_path / "features", tmp_path / "head"
+    extracted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_prep.extract_features",
+            f"--data_dir={images}",
+            f"--output_dir={features}",
+            f"--weights={weights}",
+            f"--input_size={SIZE}",
+            "--precision=float32",
+            *FAST_BEAM_ARGS,
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert extracted.returncode == 0, extracted.stderr[-3000:]
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.main",
+            "--config=configs/catsdogs_vgg16_features.py",
+            f"--data_dir={features}",
+            f"--model_dir={head}",
+            "--strategy=off",
+            "--mixed_precision=float32",
+            f"--config.image_size={SIZE},{SIZE}",
+            "--epochs=2",
+            "--global_batch_size=2",
+            "--learning_rate=1e-3",
+            "--config.eval_split=test",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    history = [json.loads(line) for line in (head / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and all(0 <= r["val_accuracy"] <= 1 for r in history)
+    assert (head / "export" / "saved_model" / "saved_model.pb").exists()
