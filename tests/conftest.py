@@ -5,6 +5,7 @@ import os
 import platform
 import socket
 import struct
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # For the local GCS emulator (tests/test_gcs.py); read when fsspec and gcsfs are imported, so set first.
@@ -79,6 +80,16 @@ def assert_report_lists_match_counts(report):
     assert counts["files_seen"] == counts["written"] + len(listed)
     warned = [item["path"] for item in report["warnings"]]
     assert len(warned) == len(set(warned)) and not set(warned) & set(listed), warned
+
+
+@pytest.fixture(autouse=True)
+def float32_after_each_test():
+    """Every test starts from Keras's float32 policy: `train.run` sets the global policy from the config, and
+    `--mixed_precision=auto` picks mixed_bfloat16 on CPUs with AMX, which would leak into the next test in the
+    process."""
+    yield
+    if "keras" in sys.modules:  # Tests that never imported Keras need no reset (and no Keras import).
+        sys.modules["keras"].config.set_dtype_policy("float32")
 
 
 @pytest.fixture(autouse=True)

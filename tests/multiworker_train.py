@@ -44,13 +44,19 @@ def make_arrays(num_examples: int, image_shape=IMAGE_SHAPE, num_classes: int = 2
 
 
 def make_data(
-    global_batch_size: int, num_train: int = 64, num_eval: int = 33, image_shape=IMAGE_SHAPE, num_classes: int = 2
+    global_batch_size: int,
+    num_train: int = 64,
+    num_eval: int = 33,
+    image_shape=IMAGE_SHAPE,
+    num_classes: int = 2,
+    arrays=make_arrays,
 ) -> train.Data:
     """In-memory input functions with the input pipeline's contract: sharded per pipeline, train
     repeated with full batches, eval one pass of full masked batches. With 2 replicas and batch 8,
-    33 eval examples end in a step where one replica gets 1 real example and the other none."""
-    train_arrays = make_arrays(num_train, image_shape, num_classes, seed=1)
-    eval_arrays = make_arrays(num_eval, image_shape, num_classes, seed=2)
+    33 eval examples end in a step where one replica gets 1 real example and the other none.
+    `arrays(num_examples, image_shape, num_classes, seed)` generates the examples."""
+    train_arrays = arrays(num_train, image_shape, num_classes, seed=1)
+    eval_arrays = arrays(num_eval, image_shape, num_classes, seed=2)
 
     def input_fn(arrays, training):
         def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:

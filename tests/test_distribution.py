@@ -1,12 +1,17 @@
 """Strategy and precision selection; TPU wiring with a mocked resolver (no TPU here); where each worker saves."""
 
 import os
+import platform
+import subprocess
+import sys
 import types
 
 import pytest
 import tensorflow as tf
 
 from trainer import checkpointing, distribution
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_off_and_one_device_strategies():
@@ -98,25 +103,101 @@ def _fake_gpus(monkeypatch, capabilities):
     )
 
 
+CPUINFO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpuinfo")
+
+
+def _fake_cpu(monkeypatch, amx_bf16, onednn):
+    monkeypatch.setattr(distribution, "cpu_has_amx_bf16", lambda: amx_bf16)
+    monkeypatch.setattr(distribution, "onednn_enabled", lambda: onednn)
+
+
 @pytest.mark.parametrize(
-    "capabilities,expected",
+    "amx_bf16,onednn,expected,reason",
     [
-        ([], "float32"),
-        ([(7, 0)], "mixed_float16"),
-        ([(8, 6), (7, 5)], "mixed_float16"),
-        ([(6, 1)], "float32"),
-        ([(8, 0), (6, 0)], "float32"),
+        (True, True, "mixed_bfloat16", "auto: CPU has AMX bfloat16 units, oneDNN on"),
+        (True, False, "float32", "auto: CPU has AMX bfloat16 units but TensorFlow's oneDNN kernels are off"),
+        (False, True, "float32", "auto: CPU without AMX bfloat16 units"),
+        (False, False, "float32", "auto: CPU without AMX bfloat16 units"),
     ],
 )
-def test_auto_precision_follows_the_gpus(monkeypatch, capabilities, expected):
+def test_auto_precision_on_a_cpu_needs_amx_and_onednn(monkeypatch, amx_bf16, onednn, expected, reason):
+    _fake_gpus(monkeypatch, [])
+    _fake_cpu(monkeypatch, amx_bf16, onednn)
+    precision = distribution.resolve_precision("auto", "mirrored")
+    assert precision.policy == expected
+    assert precision.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    "capabilities,expected,reason",
+    [
+        ([(7, 0)], "mixed_float16", "auto: GPUs of compute capability >= 7 (7.0)"),
+        ([(8, 6), (7, 5)], "mixed_float16", "auto: GPUs of compute capability >= 7 (8.6, 7.5)"),
+        ([(6, 1)], "float32", "auto: a GPU below compute capability 7 (6.1)"),
+        ([(8, 0), (6, 0)], "float32", "auto: a GPU below compute capability 7 (8.0, 6.0)"),
+    ],
+)
+@pytest.mark.parametrize("amx_bf16", [True, False])
+def test_auto_precision_on_gpus_follows_the_gpus_not_the_cpu(monkeypatch, capabilities, expected, reason, amx_bf16):
     _fake_gpus(monkeypatch, capabilities)
-    assert distribution.resolve_precision("auto", "mirrored") == expected
+    _fake_cpu(monkeypatch, amx_bf16, onednn=True)
+    precision = distribution.resolve_precision("auto", "mirrored")
+    assert precision.policy == expected
+    assert precision.reason.startswith(reason)
 
 
-def test_auto_precision_on_tpu_and_explicit_choices():
-    assert distribution.resolve_precision("auto", "tpu") == "mixed_bfloat16"
-    assert distribution.resolve_precision("mixed_bfloat16", "mirrored") == "mixed_bfloat16"
-    assert distribution.resolve_precision("float32", "tpu") == "float32"
+@pytest.mark.parametrize("amx_bf16", [True, False])
+def test_auto_precision_on_tpu_and_explicit_choices(monkeypatch, amx_bf16):
+    _fake_cpu(monkeypatch, amx_bf16, onednn=True)
+    assert distribution.resolve_precision("auto", "tpu").policy == "mixed_bfloat16"
+    assert distribution.resolve_precision("mixed_bfloat16", "mirrored") == ("mixed_bfloat16", "")
+    assert distribution.resolve_precision("float32", "tpu") == ("float32", "")
+
+
+@pytest.mark.parametrize(
+    "fixture,amx_bf16,flags",
+    [
+        ("sapphire_rapids_kvm.txt", True, {"avx512f", "avx512_bf16", "amx_tile", "amx_int8"}),
+        ("cascade_lake.txt", False, {"avx512f", "avx512_vnni"}),
+        ("graviton3.txt", False, {"asimd", "bf16", "sve"}),  # aarch64: `Features`, bfloat16 instructions, no AMX.
+        ("missing.txt", False, set()),  # macOS and Windows have no /proc/cpuinfo.
+    ],
+)
+def test_cpu_flags_are_read_from_proc_cpuinfo(fixture, amx_bf16, flags):
+    path = os.path.join(CPUINFO, fixture)
+    assert flags <= distribution.cpu_flags(path)
+    assert distribution.cpu_has_amx_bf16(path) == amx_bf16
+    assert "yes" not in distribution.cpu_flags(path)  # Only the flags line: not `fpu : yes`.
+
+
+def test_onednn_state_is_the_one_tensorflow_decided(tmp_path):
+    """TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, =1 on (TensorFlow's x86 Linux builds have it), read back from
+    TensorFlow in a fresh process: it decides once, at start-up."""
+    script = "from trainer import distribution; print(distribution.onednn_enabled())"
+    processes = {
+        setting: subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for setting in ("0", "1")
+    }
+    found = {setting: process.communicate(timeout=120)[0].strip() for setting, process in processes.items()}
+    assert found["0"] == "False"
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        assert found["1"] == "True"
+
+
+def test_onednn_counts_as_off_when_tensorflow_does_not_say(monkeypatch):
+    import tensorflow.python.util as tf_util
+
+    monkeypatch.delattr(tf_util, "_pywrap_util_port")
+    monkeypatch.setitem(sys.modules, "tensorflow.python.util._pywrap_util_port", None)  # Its import now fails.
+    assert not distribution.onednn_enabled()
+    assert not distribution.bfloat16_is_fast()
 
 
 def _strategy_with_task(task_type, task_id, cluster):

@@ -32,6 +32,7 @@ def _config(data_dir, model_dir, **overrides):
             "global_batch_size": 8,
             "epochs": 10,
             "steps_per_loop": 10,
+            "mixed_precision": "float32",  # The reports are checked against numpy at float32's tolerances.
             **overrides,
         }
     )
@@ -154,6 +155,7 @@ def test_two_replicas_report_the_same_as_one_device(trained, tmp_path):
             "--strategy=mirrored",
             "--num_cpu_devices=2",
             "--global_batch_size=22",
+            "--mixed_precision=float32",
         ],
         cwd=REPO,
         capture_output=True,

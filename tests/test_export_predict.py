@@ -63,6 +63,7 @@ def _decode_jpeg(encoded: bytes, channels: int) -> np.ndarray:
     [
         ("lenet5", ("cat", "dog"), 3, "unit", "float32"),  # One sigmoid unit.
         ("mnist_cnn", ("zero", "one", "two"), 1, "dataset", "mixed_float16"),  # Softmax, grey, float16 compute.
+        ("lenet5", ("cat", "dog"), 3, "dataset", "mixed_bfloat16"),  # What `auto` trains on CPUs with AMX.
     ],
 )
 def test_serving_signature_matches_the_keras_model_on_encoded_images(

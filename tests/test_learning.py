@@ -12,7 +12,7 @@ from conftest import build_folder
 
 from configs import mnist_cnn
 from data_prep import images, sample_data
-from trainer import train
+from trainer import distribution, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,9 +63,11 @@ def test_small_cnn_learns_generated_photos_with_mirrored_strategy(tmp_path):
     assert history[-1]["val_loss"] < 0.5 * history[0]["val_loss"]
     with open(model_dir / train.CONFIG_FILE) as f:
         resolved = json.load(f)
+    auto = distribution.resolve_precision("auto", "mirrored")  # This machine's: mixed_bfloat16 on AMX with oneDNN.
+    assert f"precision {auto.policy} ({auto.reason})." in result.stderr
     assert (resolved["strategy"], resolved["mixed_precision"], resolved["image_size"]) == (
         "mirrored",
-        "float32",
+        auto.policy,
         [32, 32],
     )
 

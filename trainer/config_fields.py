@@ -139,7 +139,8 @@ FIELDS = (
     Field(
         "mixed_precision",
         "auto",
-        "auto: mixed_float16 on GPUs of compute capability >= 7, mixed_bfloat16 on TPU, float32 otherwise.",
+        "auto: mixed_bfloat16 on TPU and on CPUs with AMX bfloat16 units (oneDNN on), mixed_float16 on GPUs of "
+        "compute capability >= 7, float32 otherwise.",
         choices=distribution.PRECISIONS,
         flag=True,
     ),

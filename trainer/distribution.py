@@ -2,12 +2,15 @@
 
 The names are defined here (STRATEGIES, PRECISIONS) and checked once, with the rest of the config, by
 trainer/config_fields.py; this module also splits the CPU into logical devices, wires TPUs and tells the chief.
+`--mixed_precision=auto` is resolved from the hardware itself: GPU compute capabilities, and on CPUs the AMX flags
+of /proc/cpuinfo and whether TensorFlow runs oneDNN (`bfloat16_is_fast`, also for other CPU users of bfloat16).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -15,6 +18,7 @@ from absl import logging
 
 STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+CPUINFO = "/proc/cpuinfo"
 
 
 class StrategyError(RuntimeError):
@@ -86,21 +90,82 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
-def resolve_precision(policy: str, strategy_name: str) -> str:
-    """'auto' picks mixed_bfloat16 on TPU, mixed_float16 when every GPU has compute capability >= 7, else float32;
-    any other of PRECISIONS is returned as it is."""
+class Precision(NamedTuple):
+    """A resolved --mixed_precision and why it was chosen (empty when it was given by name)."""
+
+    policy: str
+    reason: str = ""
+
+
+def resolve_precision(policy: str, strategy_name: str) -> Precision:
+    """'auto' picks what the hardware computes fastest without losing accuracy: mixed_bfloat16 on TPU; on GPUs,
+    mixed_float16 when every one has compute capability >= 7 (tensor cores), else float32; on CPUs, mixed_bfloat16
+    when `bfloat16_is_fast()`, else float32. Any other of PRECISIONS is returned as it is."""
     if policy != "auto":
-        return policy
+        return Precision(policy)
     if strategy_name == "tpu":
-        return "mixed_bfloat16"
+        return Precision("mixed_bfloat16", "auto: TPU, whose matrix units compute in bfloat16")
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus and all(_compute_capability(gpu) >= (7, 0) for gpu in gpus):
-        return "mixed_float16"
-    return "float32"
+    if gpus:
+        capabilities = [_compute_capability(gpu) for gpu in gpus]
+        found = ", ".join(f"{major}.{minor}" for major, minor in capabilities)
+        if min(capabilities) >= (7, 0):
+            return Precision("mixed_float16", f"auto: GPUs of compute capability >= 7 ({found})")
+        return Precision("float32", f"auto: a GPU below compute capability 7 ({found}) has no float16 tensor cores")
+    amx, onednn = cpu_has_amx_bf16(), onednn_enabled()
+    if amx and onednn:
+        return Precision("mixed_bfloat16", "auto: CPU has AMX bfloat16 units, oneDNN on")
+    if amx:
+        return Precision(
+            "float32",
+            "auto: CPU has AMX bfloat16 units but TensorFlow's oneDNN kernels are off, and without them bfloat16 is "
+            "slower than float32 (TF_ENABLE_ONEDNN_OPTS=1 turns them on)",
+        )
+    return Precision("float32", "auto: CPU without AMX bfloat16 units")
 
 
 def _compute_capability(gpu: tf.config.PhysicalDevice) -> tuple[int, int]:
-    return tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+    major, minor = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+    return int(major), int(minor)
+
+
+def cpu_flags(cpuinfo: str = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (`flags` on x86, `Features` on Arm); none where the file does
+    not exist (macOS, Windows), so nothing is assumed there."""
+    try:
+        with open(cpuinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(
+        flag
+        for line in lines
+        if line.split(":", 1)[0].strip() in ("flags", "Features")
+        for flag in line.split(":", 1)[1].split()
+    )
+
+
+def cpu_has_amx_bf16(cpuinfo: str = CPUINFO) -> bool:
+    """Whether the CPU has Intel AMX bfloat16 tile units (`amx_bf16`: Sapphire Rapids and newer Xeons)."""
+    return "amx_bf16" in cpu_flags(cpuinfo)
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process, as TensorFlow itself decided at start-up:
+    TF_ENABLE_ONEDNN_OPTS when set, else its default for the CPU (on Linux x86: on for AVX-512 VNNI/BF16, AVX-VNNI
+    or AMX CPUs). Read from TensorFlow rather than the variable, since the default depends on the CPU. False when
+    this TensorFlow build does not say, which keeps `auto` at float32."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer; no public API exists.
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def bfloat16_is_fast() -> bool:
+    """Whether bfloat16 beats float32 on this CPU: only AMX units driven by oneDNN do (without oneDNN, or without
+    AMX, TensorFlow's bfloat16 kernels are slower than float32; see benchmarks/README.md)."""
+    return cpu_has_amx_bf16() and onednn_enabled()
 
 
 def set_precision(policy: str) -> None:

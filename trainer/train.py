@@ -80,13 +80,15 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
     """
     distribution.configure_cpu_devices(config.num_cpu_devices)
     strategy = distribution.make_strategy(config.strategy, config.tpu)
-    config.mixed_precision = distribution.resolve_precision(config.mixed_precision, config.strategy)
-    distribution.set_precision(config.mixed_precision)
+    precision = distribution.resolve_precision(config.mixed_precision, config.strategy)
+    config.mixed_precision = precision.policy
+    distribution.set_precision(precision.policy)
     logging.info(
-        "Strategy %s with %d replicas, precision %s.",
+        "Strategy %s with %d replicas, precision %s%s.",
         config.strategy,
         strategy.num_replicas_in_sync,
-        config.mixed_precision,
+        precision.policy,
+        f" ({precision.reason})" if precision.reason else "",
     )
     model, records = train_and_evaluate(config, strategy, load_data(config))
     if config.mode != "eval" and distribution.is_chief(strategy):
