@@ -295,56 +295,59 @@ def _to_example(pending: _Pending, prediction: Any) -> Example:
     )
 
 
-_DEFAULT = options.ExtractOptions  # Its class attributes are the fields' defaults.
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "The image dataset to read (built by data_prep.build).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature dataset directory to create (local path or gs://).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", _DEFAULT.overwrite, "Replace an existing --output_dir (atomically).")
-_NAME = flags.DEFINE_string("name", _DEFAULT.name, "Dataset name (shard file prefix); default: <source>_<base>.")
-_BASE = flags.DEFINE_enum("base", _DEFAULT.base, ["vgg16"], "The frozen base model.")
-_WEIGHTS = flags.DEFINE_string(
-    "weights", _DEFAULT.weights, "The base's weights: imagenet (Keras's cache, downloaded when online) or a file."
-)
-_INPUT_SIZE = flags.DEFINE_integer("input_size", _DEFAULT.input_size, "Images are resized to this square size.")
-_PRECISION = flags.DEFINE_enum(
-    "precision",
-    _DEFAULT.precision,
-    options.PRECISIONS,
-    "auto: mixed_bfloat16 where this machine's CPU has bfloat16 matrix units (AMX), else float32.",
-)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT.batch_size, "Largest batch the base is given.")
-_AUGMENT_COPIES = flags.DEFINE_integer(
-    "augment_copies", _DEFAULT.augment_copies, "Augmented copies of each training image, also extracted."
-)
-_SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of the augmented copies.")
-_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", _DEFAULT.shard_size_mb, "Target shard size.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", _DEFAULT.num_shards, "Shards per split (0: from --shard_size_mb).")
-_STALL_TIMEOUT_S = flags.DEFINE_float(
-    "stall_timeout_s",
-    _DEFAULT.stall_timeout_s,
-    "Cancel a job that shows no work for this long (0: never).",
-    lower_bound=0,
-)
+def _define_flags() -> None:
+    """The command line's flags, defined only when this module runs as one: data_prep.build's share names."""
+    default = options.ExtractOptions  # Its class attributes are the fields' defaults.
+    flags.DEFINE_string("data_dir", None, "The image dataset to read (built by data_prep.build).")
+    flags.DEFINE_string("output_dir", None, "Feature dataset directory to create (local path or gs://).")
+    flags.DEFINE_bool("overwrite", default.overwrite, "Replace an existing --output_dir (atomically).")
+    flags.DEFINE_string("name", default.name, "Dataset name (shard file prefix); default: <source>_<base>.")
+    flags.DEFINE_enum("base", default.base, ["vgg16"], "The frozen base model.")
+    flags.DEFINE_string(
+        "weights", default.weights, "The base's weights: imagenet (Keras's cache, downloaded when online) or a file."
+    )
+    flags.DEFINE_integer("input_size", default.input_size, "Images are resized to this square size.")
+    flags.DEFINE_enum(
+        "precision",
+        default.precision,
+        options.PRECISIONS,
+        "auto: mixed_bfloat16 where this machine's CPU has bfloat16 matrix units (AMX) and oneDNN is on, else float32.",
+    )
+    flags.DEFINE_integer("batch_size", default.batch_size, "Largest batch the base is given.")
+    flags.DEFINE_integer(
+        "augment_copies", default.augment_copies, "Augmented copies of each training image, also extracted."
+    )
+    flags.DEFINE_integer("seed", default.seed, "Seed of the augmented copies.")
+    flags.DEFINE_float("shard_size_mb", default.shard_size_mb, "Target shard size.")
+    flags.DEFINE_integer("num_shards", default.num_shards, "Shards per split (0: from --shard_size_mb).")
+    flags.DEFINE_float(
+        "stall_timeout_s",
+        default.stall_timeout_s,
+        "Cancel a job that shows no work for this long (0: never).",
+        lower_bound=0,
+    )
 
 
 def main(argv: Sequence[str]) -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown the progress.
+    f = flags.FLAGS
     try:
         extract(
             options.ExtractOptions(
-                data_dir=_DATA_DIR.value or "",
-                output_dir=_OUTPUT_DIR.value or "",
-                overwrite=_OVERWRITE.value,
-                name=_NAME.value,
-                base=_BASE.value,
-                weights=_WEIGHTS.value,
-                input_size=_INPUT_SIZE.value,
-                precision=_PRECISION.value,
-                batch_size=_BATCH_SIZE.value,
-                augment_copies=_AUGMENT_COPIES.value,
-                seed=_SEED.value,
-                shard_size_mb=_SHARD_SIZE_MB.value,
-                num_shards=_NUM_SHARDS.value,
-                stall_timeout_s=_STALL_TIMEOUT_S.value,
+                data_dir=f.data_dir or "",
+                output_dir=f.output_dir or "",
+                overwrite=f.overwrite,
+                name=f.name,
+                base=f.base,
+                weights=f.weights,
+                input_size=f.input_size,
+                precision=f.precision,
+                batch_size=f.batch_size,
+                augment_copies=f.augment_copies,
+                seed=f.seed,
+                shard_size_mb=f.shard_size_mb,
+                num_shards=f.num_shards,
+                stall_timeout_s=f.stall_timeout_s,
                 beam_args=tuple(argv[1:]),
             )
         )
@@ -361,4 +364,5 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main, flags_parser=_parse_flags)
