@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -64,19 +64,17 @@ def extract(settings: options.ExtractOptions) -> dict[str, Any]:
             )
             if length
         ]
-        prepared = (
+        pending = (
             p
             | "Shards" >> beam.Create(shards)
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadRecords" >> beam.FlatMapTuple(_read_shard)
             | "SpreadRecords" >> beam.Reshuffle()
-            | "Prepare"
-            >> beam.ParDo(_PrepareImages(source, spec, settings.augment_copies, settings.seed, work_dir)).with_outputs(
-                results.REJECTED, main="images"
-            )
+            | "Pending"
+            >> beam.ParDo(_PendingImages(source.augmentation, settings.augment_copies, settings.seed, work_dir))
         )
-        inferred = prepared.images | "Base" >> _run_base(spec, settings.weights, settings.batch_size)
-        return inferred | "ToExamples" >> beam.MapTuple(_to_example), [prepared[results.REJECTED]]
+        base = _run_base(source, spec, settings.weights, settings.batch_size, settings.seed)
+        return pending | "Base" >> base | "ToExamples" >> beam.MapTuple(_to_example), []
 
     return driver.run(
         driver.Source(
@@ -105,9 +103,8 @@ def feature_spec(settings: options.ExtractOptions) -> schema.FeatureSpec:
     except (FileNotFoundError, models.MissingWeightsError) as e:
         raise options.UserError(str(e).replace("--config.model.weights=", "--weights=")) from None
     size = (settings.input_size, settings.input_size)
-    base = models.vgg16_base((*size, 3), weights=None)  # Only its shape: the weights load in the workers.
     return schema.FeatureSpec(
-        shape=tuple(int(n) for n in base.output_shape[1:]),
+        shape=models.vgg16_output_shape(*size),
         base_model=settings.base,
         weights=weights,
         weights_sha256=_sha256(weights),
@@ -141,58 +138,26 @@ def _read_shard(split: str, path: str) -> Iterator[tuple[str, bytes]]:
             yield split, record
 
 
-class _PrepareImages(beam.DoFn):
-    """A source record in; its image as the base's input (and K augmented copies of training images) out, keyed by
-    what the output record needs; an image that does not decode is listed as rejected."""
+class _PendingImages(beam.DoFn):
+    """A source record in; its encoded image (and, for a training image, K copies to augment) out, keyed by what
+    the output record needs. Only encoded bytes travel to the base: it decodes, resizes and augments in batches."""
 
-    def __init__(self, source: schema.DatasetMetadata, spec: schema.FeatureSpec, copies: int, seed: int, work_dir: str):
-        self._source, self._spec, self._copies, self._seed, self._work_dir = source, spec, copies, seed, work_dir
+    def __init__(self, policy: schema.AugmentationPolicy, copies: int, seed: int, work_dir: str):
+        self._policy, self._copies, self._seed, self._work_dir = policy, copies, seed, work_dir
 
     def setup(self):
-        tf = logs.import_tensorflow()
-        from trainer import input_pipeline
-
-        info = input_pipeline.DatasetInfo("", self._source)
-        height, width = self._spec.input_size
-        normalize = input_pipeline.make_normalizer(info, self._spec.normalization)
-        policy = self._source.augmentation
-
-        @tf.function
-        def resized(encoded):
-            return tf.cast(input_pipeline.decode_resize(encoded, info.channels, height, width), tf.float32)
-
-        @tf.function
-        def augmented(images, seed):
-            return input_pipeline.augment_batch(images, policy, seed)
-
-        self._tf, self._resized, self._augmented, self._normalize = tf, resized, augmented, tf.function(normalize)
         self._progress = progress.Progress(self._work_dir)
-        counter = beam.metrics.Metrics.counter
-        self._files_seen = counter(results.METRICS_NAMESPACE, "files_seen")
-        self._rejected = counter(results.METRICS_NAMESPACE, results.REJECTED)
-        self._augmented_counter = counter(results.METRICS_NAMESPACE, "augmented")
+        self._files_seen = beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, "files_seen")
+        self._augmented = beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, "augmented")
 
-    def process(self, element: tuple[str, bytes]) -> Iterable[Any]:
+    def process(self, element: tuple[str, bytes]) -> Iterator[tuple[_Pending, tuple[bytes, tuple[int, int] | None]]]:
         split, record = element
         feature = example_proto.Example.FromString(record).features.feature
-        filename = feature[schema.FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape")
         key = feature[schema.KEY].bytes_list.value[0].decode("ascii")
-        self._progress.add()
-        self._files_seen.inc()
-        try:
-            image = self._resized(feature[schema.IMAGE].bytes_list.value[0])
-        except self._tf.errors.InvalidArgumentError as e:
-            self._rejected.inc()
-            reason = f"the image does not decode: {e.message.splitlines()[0]}"
-            yield beam.pvalue.TaggedOutput(
-                results.REJECTED, results.result(results.REJECTED, path=filename, reason=reason)
-            )
-            return
         coarse = feature[schema.COARSE_LABEL].int64_list.value if schema.COARSE_LABEL in feature else None
-        params = feature[schema.AUGMENT_PARAMS].bytes_list.value[0]
         info = ExampleInfo(
             key=key,
-            filename=filename,
+            filename=feature[schema.FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape"),
             label=int(feature[schema.LABEL].int64_list.value[0]),
             split=split,
             dedupe_key=key,  # Already deduplicated when the images were built.
@@ -200,54 +165,84 @@ class _PrepareImages(beam.DoFn):
             moments=None,
             source_key=feature[schema.AUGMENT_SOURCE_KEY].bytes_list.value[0].decode("ascii") or None,
         )
-        pending = _Pending(info, coarse[0] if coarse else None, info.source_key or "", _json(params))
-        yield pending, self._normalize(image).numpy()
-        if split == "train":
-            yield from self._copies_of(image, pending)
-
-    def _copies_of(self, image: Any, original: _Pending) -> Iterator[tuple[_Pending, np.ndarray]]:
-        """Copy k of an image: the recorded policy with the stateless seed (seed, key, k), as a training batch would
-        augment it."""
-        key = original.info.key
-        base_seed = self._tf.constant([self._seed, int(key[:15], 16)], self._tf.int64)
-        for copy in range(self._copies):
-            seed = self._tf.random.experimental.stateless_fold_in(base_seed, copy)
-            pixels = self._augmented(image[None], seed)[0]
+        params = feature[schema.AUGMENT_PARAMS].bytes_list.value[0]
+        coarse_label = coarse[0] if coarse else None
+        original = _Pending(info, coarse_label, info.source_key or "", json.loads(params) if params else None)
+        image = feature[schema.IMAGE].bytes_list.value[0]
+        self._progress.add()
+        self._files_seen.inc()
+        yield original, (image, None)
+        if split != "train":
+            return
+        for copy in range(self._copies):  # Seeded by (seed, key, copy): the same copy whatever the batching.
             copy_key = hashlib.sha256(f"{key}:augment:{self._seed}:{copy}".encode()).hexdigest()
-            info = dataclasses.replace(
-                original.info,
-                key=copy_key,
-                dedupe_key=copy_key,
-                filename=f"{original.info.filename}#augment{copy}",
-                source_key=key,
+            copied = dataclasses.replace(
+                info, key=copy_key, dedupe_key=copy_key, filename=f"{info.filename}#augment{copy}", source_key=key
             )
-            self._augmented_counter.inc()
-            params = {"seed": self._seed, "copy": copy, "policy": self._source.augmentation.to_dict()}
-            yield (
-                dataclasses.replace(original, info=info, augment_source_key=key, augment_params=params),
-                self._normalize(pixels).numpy(),
-            )
+            copy_params = {"seed": self._seed, "copy": copy, "policy": self._policy.to_dict()}
+            self._augmented.inc()
+            yield _Pending(copied, coarse_label, key, copy_params), (image, (int(key[:15], 16), copy))
 
 
-def _json(raw: bytes) -> dict[str, Any] | None:
-    return json.loads(raw) if raw else None
+class _Extractor:
+    """The base with the trainer's preprocessing in front: encoded images in (with the seed of an augmented copy),
+    float32 features out. Every image is decoded, resized, augmented and normalized on its own inside one batched
+    tf.function, so an image's features never depend on its batch."""
+
+    def __init__(self, source: schema.DatasetMetadata, spec: schema.FeatureSpec, weights: str, seed: int):
+        tf = logs.import_tensorflow()
+        from trainer import input_pipeline
+
+        self._base = _load_base(spec, weights)
+        info = input_pipeline.DatasetInfo("", source)
+        height, width = spec.input_size
+        normalize = input_pipeline.make_normalizer(info, spec.normalization)
+        image_spec = tf.TensorSpec([height, width, info.channels], tf.float32)
+
+        def prepare_one(inputs):
+            encoded, copy_seed, augment = inputs
+            image = tf.cast(input_pipeline.decode_resize(encoded, info.channels, height, width), tf.float32)
+            key_seed = tf.stack([tf.constant(seed, tf.int64), copy_seed[0]])
+            augmented = input_pipeline.augment_batch(
+                image[None], source.augmentation, tf.random.experimental.stateless_fold_in(key_seed, copy_seed[1])
+            )[0]
+            return tf.where(augment, augmented, image)
+
+        base = self._base
+
+        @tf.function(reduce_retracing=True)  # Compiled: faster than the eager Keras call.
+        def features(encoded, copy_seeds, augment):
+            images = tf.map_fn(prepare_one, (encoded, copy_seeds, augment), fn_output_signature=image_spec)
+            return tf.cast(base(normalize(images), training=False), tf.float32)
+
+        self._tf, self._features = tf, features
+
+    def __call__(self, batch: Sequence[tuple[bytes, tuple[int, int] | None]]) -> np.ndarray:
+        tf = self._tf
+        encoded = tf.constant([image for image, _ in batch])
+        copy_seeds = tf.constant([copy or (0, 0) for _, copy in batch], tf.int64)
+        augment = tf.constant([copy is not None for _, copy in batch])
+        return self._features(encoded, copy_seeds, augment).numpy()
 
 
-def _run_base(spec: schema.FeatureSpec, weights: str, batch_size: int) -> beam.PTransform:
-    """RunInference of the base over keyed images, with a TensorFlow model handler."""
+def _run_base(
+    source: schema.DatasetMetadata, spec: schema.FeatureSpec, weights: str, batch_size: int, seed: int
+) -> beam.PTransform:
+    """RunInference of the base over keyed encoded images, with Beam's TensorFlow model handler."""
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
     from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHandlerNumpy
 
-    class BaseModelHandler(TFModelHandlerNumpy):
-        """Loads the base in the worker: the weights resolved there ('imagenet': its own Keras cache) and checked
-        against the sha256 the driver recorded, built in the recorded precision."""
+    class ExtractorHandler(TFModelHandlerNumpy):
+        """Loads the base in the worker (weights resolved there, 'imagenet' from its own Keras cache, and checked
+        against the sha256 the driver recorded), with the preprocessing in front."""
 
         def load_model(self):
-            return _load_base(spec, weights)
+            return _Extractor(source, spec, weights, seed)
 
-    handler = BaseModelHandler(
+    handler = ExtractorHandler(
         model_uri=spec.weights,
         model_type=ModelType.SAVED_WEIGHTS,
+        min_batch_size=batch_size,  # Full batches from the start: BatchElements would grow them from 1.
         max_batch_size=batch_size,
         inference_fn=_features_of,
     )
@@ -270,11 +265,12 @@ def _load_base(spec: schema.FeatureSpec, weights: str):
         keras.config.set_dtype_policy(previous)
 
 
-def _features_of(model: Any, batch: Sequence[np.ndarray], inference_args: dict[str, Any], model_id: str | None = None):
-    """float32 features, whatever the precision the base computes in."""
+def _features_of(
+    extractor: _Extractor, batch: Sequence[Any], inference_args: dict[str, Any], model_id: str | None = None
+) -> list[Any]:
     from apache_beam.ml.inference.base import PredictionResult
 
-    outputs = np.asarray(model(np.stack(batch), training=False), dtype=np.float32)
+    outputs = extractor(batch)
     return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs, strict=True)]
 
 

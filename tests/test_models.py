@@ -163,3 +163,8 @@ def test_missing_imagenet_weights_message_names_the_file(tmp_path):
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert os.path.join(str(tmp_path / "keras"), "models", models.VGG16_NOTOP_WEIGHTS_FILE) in message
     assert "--config.model.weights=" in message
+
+
+@pytest.mark.parametrize("size", [(32, 32), (150, 150), (224, 160), (75, 33)])
+def test_the_vgg16_output_shape_is_the_built_bases(size):
+    assert models.vgg16_output_shape(*size) == models.vgg16_base((*size, 3), weights=None).output_shape[1:]

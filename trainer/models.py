@@ -132,6 +132,13 @@ def vgg16_base(input_shape: tuple[int, int, int], weights: str | None) -> keras.
     return keras.applications.VGG16(include_top=False, weights=path, input_shape=input_shape)
 
 
+def vgg16_output_shape(height: int, width: int) -> tuple[int, int, int]:
+    """The base's output shape for an input size, without building it: five 2x2 max-pools (floor) and 512 channels."""
+    for _ in range(5):
+        height, width = height // 2, width // 2
+    return height, width, 512
+
+
 def vgg16_weights_file(weights: str) -> str:
     """The local file VGG16 base weights come from: `weights` itself, or for 'imagenet' the no-top file in Keras's
     cache (downloaded there when online, as keras.applications does; a clear error offline)."""
