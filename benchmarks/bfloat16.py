@@ -18,7 +18,6 @@ bfloat16 is not expected to be faster: the targets are reported as not applicabl
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from benchmarks import hardware
 from trainer import distribution, models, steps
 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 150, "Input height and width.")
@@ -41,28 +41,6 @@ _EXTRACT_IMAGES = flags.DEFINE_integer(
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 TARGETS = {"training step": 3.0, "forward pass": 5.0}  # bfloat16 / float32 images/s, AMX CPUs with oneDNN on.
-
-
-def hardware() -> str:
-    """The CPU model, its bfloat16-related flags, oneDNN's state, cores and any GPU: what the figures depend on."""
-    model = platform.processor() or platform.machine()
-    if os.path.exists(distribution.CPUINFO):
-        with open(distribution.CPUINFO) as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
-    cpu_flags = distribution.cpu_flags()
-    found = [flag for flag in ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f") if flag in cpu_flags]
-    onednn = "on" if distribution.onednn_enabled() else "off"
-    setting = f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}"
-    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
-        setting += f", ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"
-    gpus = tf.config.list_physical_devices("GPU")
-    return (
-        f"CPU: {model}, {os.cpu_count()} cores, {platform.machine()}\n"
-        f"CPU flags: {', '.join(found) or 'none of amx_bf16/amx_tile/amx_int8/avx512_bf16/avx512f'}"
-        f"{'' if distribution.cpu_has_amx_bf16() else ' (no AMX bfloat16 units)'}\n"
-        f"oneDNN: {onednn} ({setting}); GPUs: {len(gpus)}; TensorFlow {tf.__version__}"
-    )
 
 
 def _images() -> tf.Tensor:
@@ -159,7 +137,7 @@ def report(rates: dict[str, dict[str, list[float]]], skipped: str) -> list[str]:
 
 def main(argv) -> None:
     del argv
-    print(hardware())
+    print(hardware.hardware())
     auto = distribution.resolve_precision("auto", "off")
     print(f"--mixed_precision=auto here: {auto.policy} ({auto.reason})")
     print(

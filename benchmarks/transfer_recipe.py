@@ -14,7 +14,6 @@ The hardware found is printed first; benchmarks/README.md holds the latest resul
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import time
 
@@ -26,25 +25,6 @@ _PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat
 _EPOCHS_OF_RECIPE = 30  # The tutorial's head epochs.
 TARGET = 20.0
 SIZE = 150
-
-
-def hardware() -> str:
-    from trainer import distribution
-
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if "model name" in line), "?")
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {model}; AMX bfloat16: "
-        f"{'yes' if distribution.cpu_has_amx_bf16() else 'no'}; oneDNN: "
-        f"{'on' if distribution.onednn_enabled() else 'off'}"
-    )
-
-
-def _cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _prepare(work_dir: str, num_images: int) -> tuple[str, str]:
@@ -106,9 +86,10 @@ def _epoch_seconds(config_module, data_dir: str, model_dir: str, weights: str) -
 
 def main(argv) -> None:
     del argv
+    from benchmarks import hardware
     from data_prep import extract_features, options
 
-    print(f"hardware: {hardware()}")
+    print(hardware.hardware())
     work_dir = _WORK_DIR.value
     data, weights = _prepare(work_dir, _NUM_IMAGES.value)
     features = os.path.join(work_dir, "features")

@@ -7,8 +7,9 @@ validation images, 150x150, features 4x4x512), then Flatten-Dense(256)-Dropout(0
 head trained end to end on the frozen base with augmentation (configs/catsdogs_vgg16.py, phase 1) reaches about
 96%, and fine-tuning block5 after it about 97%.
 
-  python -m data_prep.build --dataset=catsdogs --input_dir=kagglecatsanddogs --output_dir=DATA
-  python -m data_prep.extract_features --data_dir=DATA --output_dir=FEATURES [--weights=imagenet] [--input_size=150]
+  python -m data_prep.build --dataset=catsdogs --input_dir=kagglecatsanddogs --output_dir=DATA \
+      --split=train:1000/class,validation:500/class,test:500/class   # cats_and_dogs_small
+  python -m data_prep.extract_features --data_dir=DATA --output_dir=FEATURES [--weights=imagenet] [--precision=auto]
   python -m trainer.main --config=configs/catsdogs_vgg16_features.py --data_dir=FEATURES --model_dir=HEAD
   # Then fine-tune block5 from this head: phase 1 (the head on the frozen base) has nothing left to do.
   python -m trainer.main --config=configs/catsdogs_vgg16.py --data_dir=DATA --model_dir=RUN \
