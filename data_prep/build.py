@@ -13,13 +13,11 @@ decoding on 2 threads. Beam's default DirectRunner would first try to download a
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
-from data_prep import driver, images, options
+from data_prep import cli, driver, images, options
 
 _DEFAULT = options.BuildOptions  # Its class attributes are the fields' defaults.
 _IMAGE = images.ImageOptions
@@ -134,21 +132,7 @@ def build_options(argv: Sequence[str]) -> options.BuildOptions:
     )
 
 
-def main(argv: Sequence[str]) -> None:
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown the progress.
-    try:
-        driver.build(build_options(argv))
-    except options.UserError as e:
-        sys.exit(f"error: {e}")
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Our flags are parsed; the rest are left for Beam."""
-    try:
-        return flags.FLAGS(argv, known_only=True)
-    except flags.Error as e:
-        sys.exit(f"error: {e}")
-
+main = cli.command(lambda argv: driver.build(build_options(argv)))
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

@@ -17,17 +17,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import fsspec
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from data_prep import driver, example_proto, logs, options, progress, results, runners, schema, splits, tfrecord
+from data_prep import cli, driver, example_proto, logs, options, progress, results, runners, schema, splits, tfrecord
 from data_prep.examples import Example, ExampleInfo
 
 NORMALIZATION = "vgg16"  # What VGG16 expects (keras.applications.vgg16.preprocess_input).
@@ -324,41 +322,30 @@ def _define_flags() -> None:
     )
 
 
-def main(argv: Sequence[str]) -> None:
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown the progress.
+def options_from_flags(argv: Sequence[str]) -> options.ExtractOptions:
+    """The parsed flags as one ExtractOptions; `argv[1:]` are the flags left for Beam."""
     f = flags.FLAGS
-    try:
-        extract(
-            options.ExtractOptions(
-                data_dir=f.data_dir or "",
-                output_dir=f.output_dir or "",
-                overwrite=f.overwrite,
-                name=f.name,
-                base=f.base,
-                weights=f.weights,
-                input_size=f.input_size,
-                precision=f.precision,
-                batch_size=f.batch_size,
-                augment_copies=f.augment_copies,
-                seed=f.seed,
-                shard_size_mb=f.shard_size_mb,
-                num_shards=f.num_shards,
-                stall_timeout_s=f.stall_timeout_s,
-                beam_args=tuple(argv[1:]),
-            )
-        )
-    except options.UserError as e:
-        sys.exit(f"error: {e}")
+    return options.ExtractOptions(
+        data_dir=f.data_dir or "",
+        output_dir=f.output_dir or "",
+        overwrite=f.overwrite,
+        name=f.name,
+        base=f.base,
+        weights=f.weights,
+        input_size=f.input_size,
+        precision=f.precision,
+        batch_size=f.batch_size,
+        augment_copies=f.augment_copies,
+        seed=f.seed,
+        shard_size_mb=f.shard_size_mb,
+        num_shards=f.num_shards,
+        stall_timeout_s=f.stall_timeout_s,
+        beam_args=tuple(argv[1:]),
+    )
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Our flags are parsed; the rest are left for Beam."""
-    try:
-        return flags.FLAGS(argv, known_only=True)
-    except flags.Error as e:
-        sys.exit(f"error: {e}")
-
+main = cli.command(lambda argv: extract(options_from_flags(argv)))
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

@@ -23,7 +23,7 @@ from conftest import FAST_BEAM_ARGS, assert_report_lists_match_counts, build_fol
 from folder_files import listed, read_split, write_photos
 from PIL import Image
 
-from data_prep import build, driver, folders, images, pipeline, progress, results, runners, schema, spill
+from data_prep import build, cli, driver, folders, images, pipeline, progress, results, runners, schema, spill
 
 
 def test_report_reconciles_and_lists_every_bad_file(sample_dataset, sample_folder):
@@ -373,7 +373,7 @@ def run_cli(*args):
     """The command line's parse-then-main path, in process (a subprocess per case costs ~15 s of imports)."""
     flags.FLAGS.unparse_flags()
     with pytest.raises(SystemExit) as exit_info:
-        build.main(build._parse_flags(["data_prep.build", *args, *FAST_BEAM_ARGS]))
+        build.main(cli.parse_flags(["data_prep.build", *args, *FAST_BEAM_ARGS]))
     return str(exit_info.value.code)
 
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import flags
 from conftest import FAST_BEAM_ARGS
 from keras_files import cifar10_members, cifar100_members, write_fashion, write_mnist_npz, write_tar
 from PIL import Image
 
 from data_prep import build as build_cli
-from data_prep import driver, keras_sources, options, schema
+from data_prep import cli, driver, keras_sources, options, schema
 
 
 def build(dataset, output_dir, input_path, **kwargs):
@@ -152,8 +153,9 @@ def test_bad_validation_size_is_a_clear_error(tmp_path, mnist, size, message):
 def test_command_line_builds_mnist_with_its_flags(tmp_path, mnist):
     path, _ = mnist
     out = tmp_path / "out"
+    flags.FLAGS.unparse_flags()  # Another in-process command's flag values must not carry over.
     build_cli.main(
-        build_cli._parse_flags(
+        cli.parse_flags(
             [
                 "data_prep.build",
                 "--dataset=mnist",
