@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -31,6 +32,9 @@ from data_prep.examples import Example, ExampleInfo
 NORMALIZATION = "vgg16"  # What VGG16 expects (keras.applications.vgg16.preprocess_input).
 
 
+Image = tuple[bytes, tuple[int, int] | None]  # Encoded bytes, and (key number, copy) for an augmented copy.
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pending:
     """What a record keeps while its image goes through the base: everything of the output record but features."""
@@ -39,6 +43,9 @@ class _Pending:
     coarse_label: int | None
     augment_source_key: str
     augment_params: dict[str, Any] | None
+
+
+Item = tuple[_Pending, Image]
 
 
 def extract(settings: options.ExtractOptions) -> dict[str, Any]:
@@ -71,8 +78,16 @@ def extract(settings: options.ExtractOptions) -> dict[str, Any]:
             | "Pending"
             >> beam.ParDo(_PendingImages(source.augmentation, settings.augment_copies, settings.seed, work_dir))
         )
-        base = _run_base(source, spec, settings.weights, settings.batch_size, settings.seed)
-        return pending | "Base" >> base | "ToExamples" >> beam.MapTuple(_to_example), []
+        items = source.split_sizes.get("train", 0) * settings.augment_copies + sum(source.split_sizes.values())
+        groups = max(1, math.ceil(items / (settings.batch_size * _BATCHES_PER_GROUP)))
+        batches = (
+            pending
+            | "ByGroup" >> beam.Map(lambda item: (_hash(item[0].info.key) % groups, item))
+            | "Group" >> beam.GroupByKey()
+            | "Batches" >> beam.FlatMapTuple(lambda _, group: _batches(group, settings.batch_size))
+        )
+        base = _run_base(source, spec, settings.weights, settings.seed)
+        return batches | "Base" >> base | "ToExamples" >> beam.FlatMap(_to_examples), []
 
     return driver.run(
         driver.Source(
@@ -223,11 +238,25 @@ class _Extractor:
         return self._features(encoded, copy_seeds, augment).numpy()
 
 
-def _run_base(
-    source: schema.DatasetMetadata, spec: schema.FeatureSpec, weights: str, batch_size: int, seed: int
-) -> beam.PTransform:
-    """RunInference of the base over keyed encoded images, with Beam's TensorFlow model handler."""
-    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+_BATCHES_PER_GROUP = 4  # Of --batch_size: groups spread over workers, each cut into batches in key order.
+
+
+def _hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"batch:" + key.encode()).digest()[:8], "big")
+
+
+def _batches(group: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
+    """The group's items in key order, in batches: which images share a batch depends on the keys alone (TensorFlow's
+    own convolutions, oneDNN off, round an image's features differently in batches of other sizes)."""
+    ordered = sorted(group, key=lambda item: item[0].info.key)
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
+
+
+def _run_base(source: schema.DatasetMetadata, spec: schema.FeatureSpec, weights: str, seed: int) -> beam.PTransform:
+    """RunInference of the base over batches made by key, with Beam's TensorFlow model handler: each element is one
+    batch, so Beam's batching (which depends on bundles) never decides which images run together."""
+    from apache_beam.ml.inference.base import RunInference
     from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHandlerNumpy
 
     class ExtractorHandler(TFModelHandlerNumpy):
@@ -240,11 +269,10 @@ def _run_base(
     handler = ExtractorHandler(
         model_uri=spec.weights,
         model_type=ModelType.SAVED_WEIGHTS,
-        min_batch_size=batch_size,  # Full batches from the start: BatchElements would grow them from 1.
-        max_batch_size=batch_size,
+        max_batch_size=1,  # One element: one batch of images.
         inference_fn=_features_of,
     )
-    return RunInference(KeyedModelHandler(handler))
+    return RunInference(handler)
 
 
 def _load_base(spec: schema.FeatureSpec, weights: str):
@@ -264,16 +292,20 @@ def _load_base(spec: schema.FeatureSpec, weights: str):
 
 
 def _features_of(
-    extractor: _Extractor, batch: Sequence[Any], inference_args: dict[str, Any], model_id: str | None = None
+    extractor: _Extractor, batches: Sequence[Any], inference_args: dict[str, Any], model_id: str | None = None
 ) -> list[Any]:
+    """Each element is a batch of items (see _batches): one call of the base for it."""
     from apache_beam.ml.inference.base import PredictionResult
 
-    outputs = extractor(batch)
-    return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs, strict=True)]
+    return [PredictionResult(batch, extractor([image for _, image in batch]), model_id) for batch in batches]
 
 
-def _to_example(pending: _Pending, prediction: Any) -> Example:
-    features = np.asarray(prediction.inference, dtype=np.float32)
+def _to_examples(prediction: Any) -> Iterator[Example]:
+    for (pending, _), features in zip(prediction.example, prediction.inference, strict=True):
+        yield _to_example(pending, features)
+
+
+def _to_example(pending: _Pending, features: np.ndarray) -> Example:
     return Example(
         pending.info,
         schema.serialize_example(
