@@ -17,17 +17,14 @@ import functools
 import hashlib
 import itertools
 import json
-import os
 import posixpath
-import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 
 import apache_beam as beam
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
-from data_prep import examples, images, progress, results, schema, stats
+from data_prep import examples, images, progress, results, schema, stats, walk
 from data_prep.options import LAYOUTS, BuildOptions
 
 SPLIT_FOLDER_NAMES = {
@@ -64,50 +61,14 @@ class Listing:
 
 
 def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[str], dict[str, str], int]:
-    """Every file name under `input_dir` (relative, sorted), why each one that is not a regular file is skipped,
-    and the listed files' total size.
-
-    Links to files are followed; links to folders are not (a link back up would loop). Nothing is opened here:
-    a named pipe would block its reader forever.
-    """
+    """walk.find's answer for `input_dir`, with its file system and root; a LayoutError if it holds no files."""
     fs, root = fsspec.core.url_to_fs(input_dir)
     if not fs.isdir(root):
         raise LayoutError(f"--input_dir={input_dir} does not exist or is not a directory")
-    found = fs.find(root, withdirs=False, detail=True)
-    relpaths = sorted(posixpath.relpath(p, root.rstrip("/")) for p in found)
+    relpaths, special, num_bytes = walk.find(fs, root)
     if not relpaths:
         raise LayoutError(f"--input_dir={input_dir} contains no files")
-    special = {}
-    for path, info in found.items():
-        if info["type"] != "file" and (reason := _not_a_file_reason(fs, path, info["type"])):
-            special[posixpath.relpath(path, root.rstrip("/"))] = reason
-    return fs, root, relpaths, special, sum(info["size"] or 0 for info in found.values())
-
-
-def _not_a_file_reason(fs: fsspec.AbstractFileSystem, path: str, kind: str) -> str | None:
-    """Why a listed entry that is not a plain file is skipped; None for a link to a regular file."""
-    if not isinstance(fs, LocalFileSystem):
-        return f"skipped: not a regular file ({kind})"
-    try:
-        mode = os.stat(path).st_mode  # Follows links.
-    except FileNotFoundError:
-        return "skipped: broken link (its target does not exist)"
-    except OSError as e:
-        return f"skipped: link that cannot be followed ({e.strerror})"
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "skipped: link to a folder (not followed)"
-    what = (
-        "named pipe (FIFO)"
-        if stat.S_ISFIFO(mode)
-        else "socket"
-        if stat.S_ISSOCK(mode)
-        else "device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "special file"
-    )
-    return f"skipped: {what}, not a regular file (not opened)"
+    return fs, root, relpaths, special, num_bytes
 
 
 def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
@@ -122,7 +83,7 @@ def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
         visible = [
             p[len(prefix) :]
             for p in relpaths
-            if p.startswith(prefix) and not images.junk_reason(p[len(prefix) :].split("/")[0])
+            if p.startswith(prefix) and not walk.junk_reason(p[len(prefix) :].split("/")[0])
         ]
         tops = {p.split("/")[0] for p in visible if "/" in p}
         if len(tops) != 1:
@@ -135,7 +96,7 @@ def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
 
 
 def _detect(relpaths: list[str]) -> str:
-    tops = {p.split("/")[0] for p in relpaths if "/" in p and not images.junk_reason(p.split("/")[0])}
+    tops = {p.split("/")[0] for p in relpaths if "/" in p and not walk.junk_reason(p.split("/")[0])}
     if tops and all(t.lower() in SPLIT_FOLDER_NAMES for t in tops):
         return "split_folders"
     if tops:
@@ -162,7 +123,7 @@ class _ClassMapper:
 
     @staticmethod
     def _is_name(name: str) -> bool:
-        return bool(name) and not images.junk_reason(name)
+        return bool(name) and not walk.junk_reason(name)
 
     def label(self, name: str) -> int | None:
         if self.dataset == "catsdogs":
@@ -267,7 +228,7 @@ def _label(
 
     entries = []
     for relpath in relpaths:
-        junk = next((r for r in map(images.junk_reason, relpath.split("/")) if r), None)
+        junk = walk.path_junk_reason(relpath)
         components = parts[relpath]
         placed: tuple[int | None, str | None, str | None]
         if junk or relpath in special:
