@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import json
 import posixpath
 from collections.abc import Callable, Iterable, Sequence
@@ -252,11 +251,13 @@ def _label(
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """One manifest entry read: an example (perhaps with a warning), or a problem's kind and reason."""
+    """One manifest entry read: an example (perhaps with a warning), its key alone (`hash_file`), or a problem's kind
+    and reason."""
 
     example: examples.Example | None = None
     problem: str | None = None  # results.REJECTED or results.SKIPPED.
     reason: str | None = None  # The problem's reason, or the example's warning.
+    key: str | None = None  # Set by hash_file.
 
 
 @functools.cache
@@ -270,13 +271,13 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     if entry.skip or entry.label is None:
         return FileResult(problem=results.SKIPPED, reason=entry.skip)
     try:
-        data = _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)
+        data = _read(entry)
         decoded = images.decode(data, options)
         encoded = images.encode(decoded.image, options)
     except images.RejectedImage as e:
         return FileResult(problem=results.REJECTED, reason=str(e))
     except Exception as e:  # An unreadable file or a decoder bug: list it, keep the job alive.
-        return FileResult(problem=results.REJECTED, reason=f"could not process: {type(e).__name__}: {e}")
+        return FileResult(problem=results.REJECTED, reason=_could_not(e))
     warnings = [w for w in (decoded.warning, _name_warning(entry.relpath)) if w]
     key = hashlib.sha256(data).hexdigest()
     # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
@@ -299,6 +300,29 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     )
 
 
+def hash_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
+    """Reads one file for its key (a smoke build's first read), or says why it is skipped or rejected: from its
+    header alone, so truncated image data is found only when the file is decoded."""
+    if entry.skip or entry.label is None:
+        return FileResult(problem=results.SKIPPED, reason=entry.skip)
+    try:
+        data = _read(entry)
+        images.check_header(data, options)
+    except images.RejectedImage as e:
+        return FileResult(problem=results.REJECTED, reason=str(e))
+    except Exception as e:
+        return FileResult(problem=results.REJECTED, reason=_could_not(e))
+    return FileResult(key=hashlib.sha256(data).hexdigest())
+
+
+def _read(entry: ManifestEntry) -> bytes:
+    return _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)
+
+
+def _could_not(error: Exception) -> str:
+    return f"could not process: {type(error).__name__}: {error}"
+
+
 def _name_warning(relpath: str) -> str | None:
     try:
         relpath.encode("utf-8")
@@ -311,16 +335,19 @@ def _name_warning(relpath: str) -> str | None:
 
 
 class ProcessFiles(beam.DoFn):
-    """A batch of manifest lines in; Examples and rejected/skipped/warning result lines out. Never raises on bad files.
+    """A batch of manifest entries in, each through `read` (read_file, or hash_file); Examples (or, from hash_file,
+    (entry, key) pairs) and rejected/skipped/warning result lines out. Never raises on bad files.
 
     The files of a batch are read on `threads` threads: Pillow releases the GIL while it decodes and resizes,
-    so one worker process keeps a few cores busy (the local in-process runner has only one process).
+    so one worker process keeps a few cores busy (the local in-process runner has only one process). `seen`:
+    count the files as seen and done (False when a first pass over every file counted them).
     """
 
-    def __init__(self, options: images.ImageOptions, work_dir: str, threads: int = 1):
-        self._options = options
+    def __init__(self, read: Callable[[ManifestEntry], FileResult], work_dir: str, threads: int = 1, seen: bool = True):
+        self._read = read
         self._work_dir = work_dir
         self._threads = threads
+        self._seen = seen
 
     def setup(self):
         self._progress = progress.Progress(self._work_dir)
@@ -330,15 +357,12 @@ class ProcessFiles(beam.DoFn):
             for kind in ("files_seen", results.REJECTED, results.SKIPPED)
         }
 
-    def process(self, lines: list[str]):
-        entries = [ManifestEntry(**json.loads(line)) for line in lines]
-        if self._pool:
-            read = self._pool.map(read_file, entries, itertools.repeat(self._options))
-        else:
-            read = (read_file(entry, self._options) for entry in entries)
+    def process(self, entries: list[ManifestEntry]):
+        read = self._pool.map(self._read, entries) if self._pool else map(self._read, entries)
         for entry, result in zip(entries, read, strict=True):
-            self._progress.add()
-            self._counters["files_seen"].inc()
+            if self._seen:
+                self._progress.add()
+                self._counters["files_seen"].inc()
             if result.problem:
                 self._counters[result.problem].inc()
                 yield beam.pvalue.TaggedOutput(
@@ -349,7 +373,7 @@ class ProcessFiles(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(
                     results.WARNING, results.result(results.WARNING, path=entry.relpath, reason=result.reason)
                 )
-            yield result.example
+            yield (entry, result.key) if result.example is None else result.example
 
     def finish_bundle(self):
         self._progress.flush()
@@ -357,6 +381,15 @@ class ProcessFiles(beam.DoFn):
     def teardown(self):
         if self._pool:
             self._pool.shutdown()
+
+    def with_problems(self) -> beam.ParDo:
+        """This DoFn as a ParDo whose main output is "files", beside its tagged problem outputs."""
+        return beam.ParDo(self).with_outputs(results.REJECTED, results.SKIPPED, results.WARNING, main="files")
+
+
+def problems(processed) -> list[beam.PCollection]:
+    """The problem outputs of `ProcessFiles.with_problems`."""
+    return [processed[results.REJECTED], processed[results.SKIPPED], processed[results.WARNING]]
 
 
 def read_lines(path: str) -> Iterable[str]:
@@ -375,11 +408,11 @@ def write_manifest(listing: Listing, path: str) -> None:
 FILES_PER_BATCH = 64  # Keeps a worker's decode threads busy; small enough to spread over many workers.
 
 
-def read_batches(path: str, size: int) -> Iterable[list[str]]:
-    """The manifest's lines in consecutive batches of `size`."""
+def read_batches(path: str, size: int) -> Iterable[list[ManifestEntry]]:
+    """The manifest's entries in consecutive batches of `size`."""
     batch = []
     for line in read_lines(path):
-        batch.append(line)
+        batch.append(ManifestEntry(**json.loads(line)))
         if len(batch) == size:
             yield batch
             batch = []
@@ -387,8 +420,24 @@ def read_batches(path: str, size: int) -> Iterable[list[str]]:
         yield batch
 
 
+class ManifestBatches(beam.PTransform):
+    """The manifest's entries in batches, spread over workers."""
+
+    def __init__(self, manifest_path: str):
+        super().__init__()
+        self._manifest_path = manifest_path
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Manifest" >> beam.Create([self._manifest_path])
+            | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
 class ReadFolder(beam.PTransform):
-    """The manifest's entries, in batches spread over workers, decoded; tagged problem outputs beside the examples."""
+    """The manifest's entries decoded; (examples, [problem result lines]) out."""
 
     def __init__(self, manifest_path: str, options: images.ImageOptions, work_dir: str, threads: int = 1):
         super().__init__()
@@ -398,13 +447,10 @@ class ReadFolder(beam.PTransform):
         self._threads = threads
 
     def expand(self, pbegin):
-        return (
+        read = functools.partial(read_file, options=self._options)
+        decoded = (
             pbegin
-            | "Manifest" >> beam.Create([self._manifest_path])
-            | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
-            | "Spread" >> beam.Reshuffle()
-            | "Decode"
-            >> beam.ParDo(ProcessFiles(self._options, self._work_dir, self._threads)).with_outputs(
-                results.REJECTED, results.SKIPPED, results.WARNING, main="examples"
-            )
+            | "Batches" >> ManifestBatches(self._manifest_path)
+            | "Decode" >> ProcessFiles(read, self._work_dir, self._threads).with_problems()
         )
+        return decoded.files, *problems(decoded)

@@ -128,6 +128,12 @@ def _open(data: bytes, options: ImageOptions) -> Image.Image:
     return image
 
 
+def check_header(data: bytes, options: ImageOptions) -> None:
+    """Raises RejectedImage as `decode` would for a file that is not an accepted image within --max_pixels, from its
+    header alone (a smoke build's first pass: cheap next to decoding)."""
+    _open(data, options)
+
+
 def _orient(image: Image.Image) -> str | None:
     """Applies the EXIF orientation in place (no copy of the common unrotated image); a warning if EXIF is malformed,
     which must not cost an otherwise good image."""
