@@ -60,6 +60,13 @@ _SPLIT = flags.DEFINE_string(
     "With split folders, counts select within each folder split (percentages are ignored there). "
     "Not for the Keras datasets.",
 )
+_MAX_EXAMPLES_PER_SPLIT = flags.DEFINE_integer(
+    "max_examples_per_split",
+    _DEFAULT.max_examples_per_split,
+    "A smoke build of a large folder: keep at most N examples per split, those first by content hash; every file is "
+    "still listed and read (hashed), only the kept ones are decoded. The others are listed as not_selected in "
+    "build_report.json, and metadata.json records N (the trainer warns). Image folders, percentage splits only.",
+)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", _IMAGE.image_size, "Target size in pixels; see --resize_policy.")
 _RESIZE_POLICY = flags.DEFINE_enum(
     "resize_policy",
@@ -125,6 +132,7 @@ def build_options(argv: Sequence[str]) -> options.BuildOptions:
         layout=_LAYOUT.value,
         class_names=tuple(_CLASS_NAMES.value) if _CLASS_NAMES.value else None,
         split=_SPLIT.value,
+        max_examples_per_split=_MAX_EXAMPLES_PER_SPLIT.value,
         image=image,
         decode_threads=_DECODE_THREADS.value,
         input=_INPUT.value,

@@ -31,6 +31,7 @@ from data_prep import (
     results,
     runners,
     schema,
+    smoke,
     splits,
     subsets,
 )
@@ -82,6 +83,7 @@ class Source:
     coarse_class_names: Sequence[str] | None = None
     input_bytes: int | None = None  # Size of the raw input, where known: bounds the space a build needs.
     fixed_splits: bool = False  # Every example's split came with it (split folders), none from split_spec's hash.
+    max_examples_per_split: int | None = None  # A smoke build's cap, recorded so nobody trains on it unknowingly.
 
 
 def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) -> dict[str, Any]:
@@ -135,6 +137,13 @@ def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) 
             raise UserError(full) from None
         raise
     log_summary(options.output_dir, report)
+    if source.max_examples_per_split:
+        logging.warning(
+            "%s is a smoke build: at most %d examples per split (--max_examples_per_split, recorded in %s).",
+            options.output_dir,
+            source.max_examples_per_split,
+            schema.METADATA_FILE,
+        )
     return report
 
 
@@ -158,7 +167,10 @@ def _metadata(source: Source, options: OutputSettings, outcome: results.Results)
         statistics=schema.Statistics.from_dict(outcome.statistics) if outcome.statistics else None,
         source=source.metadata,
         build=schema.BuildSettings(
-            augment_copies=options.augment_copies, seed=options.seed, max_pixels=image.max_pixels if image else 0
+            augment_copies=options.augment_copies,
+            seed=options.seed,
+            max_pixels=image.max_pixels if image else 0,
+            max_examples_per_split=source.max_examples_per_split,
         ),
         coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None,
     )
@@ -227,8 +239,14 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions, policy:
     def read(p: beam.Pipeline, work_dir: str):
         manifest = posixpath.join(work_dir, "manifest.jsonl")
         folders.write_manifest(listing, manifest)
-        decoded = p | "ReadFolder" >> folders.ReadFolder(manifest, options.image, work_dir, threads)
-        return decoded.examples, [decoded[results.REJECTED], decoded[results.SKIPPED], decoded[results.WARNING]]
+        n = options.max_examples_per_split
+        read_folder = (
+            smoke.ReadFolderSmoke(manifest, options.image, work_dir, threads, n, split_spec)
+            if n
+            else folders.ReadFolder(manifest, options.image, work_dir, threads)
+        )
+        examples, *problems = p | "ReadFolder" >> read_folder
+        return examples, problems
 
     return Source(
         name=options.dataset_name,
@@ -240,6 +258,7 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions, policy:
         class_names=listing.class_names,
         input_bytes=listing.num_bytes,
         fixed_splits=fixed_splits,
+        max_examples_per_split=options.max_examples_per_split,
         metadata={
             "kind": options.dataset,
             "input": options.input_dir,

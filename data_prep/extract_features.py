@@ -101,6 +101,7 @@ def extract(settings: options.ExtractOptions) -> dict[str, Any]:
             policy=schema.AugmentationPolicy(),  # Features are not augmented in training; copies are made here.
             features=spec,
             write_copies=False,
+            max_examples_per_split=source.build.max_examples_per_split,  # Features of a smoke build are one too.
         ),
         settings,
         beam_options,

@@ -15,19 +15,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import json
-import os
 import posixpath
-import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 
 import apache_beam as beam
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
-from data_prep import examples, images, progress, results, schema, stats
+from data_prep import examples, images, progress, results, schema, stats, walk
 from data_prep.options import LAYOUTS, BuildOptions
 
 SPLIT_FOLDER_NAMES = {
@@ -64,50 +60,14 @@ class Listing:
 
 
 def _list_files(input_dir: str) -> tuple[fsspec.AbstractFileSystem, str, list[str], dict[str, str], int]:
-    """Every file name under `input_dir` (relative, sorted), why each one that is not a regular file is skipped,
-    and the listed files' total size.
-
-    Links to files are followed; links to folders are not (a link back up would loop). Nothing is opened here:
-    a named pipe would block its reader forever.
-    """
+    """walk.find's answer for `input_dir`, with its file system and root; a LayoutError if it holds no files."""
     fs, root = fsspec.core.url_to_fs(input_dir)
     if not fs.isdir(root):
         raise LayoutError(f"--input_dir={input_dir} does not exist or is not a directory")
-    found = fs.find(root, withdirs=False, detail=True)
-    relpaths = sorted(posixpath.relpath(p, root.rstrip("/")) for p in found)
+    relpaths, special, num_bytes = walk.find(fs, root)
     if not relpaths:
         raise LayoutError(f"--input_dir={input_dir} contains no files")
-    special = {}
-    for path, info in found.items():
-        if info["type"] != "file" and (reason := _not_a_file_reason(fs, path, info["type"])):
-            special[posixpath.relpath(path, root.rstrip("/"))] = reason
-    return fs, root, relpaths, special, sum(info["size"] or 0 for info in found.values())
-
-
-def _not_a_file_reason(fs: fsspec.AbstractFileSystem, path: str, kind: str) -> str | None:
-    """Why a listed entry that is not a plain file is skipped; None for a link to a regular file."""
-    if not isinstance(fs, LocalFileSystem):
-        return f"skipped: not a regular file ({kind})"
-    try:
-        mode = os.stat(path).st_mode  # Follows links.
-    except FileNotFoundError:
-        return "skipped: broken link (its target does not exist)"
-    except OSError as e:
-        return f"skipped: link that cannot be followed ({e.strerror})"
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "skipped: link to a folder (not followed)"
-    what = (
-        "named pipe (FIFO)"
-        if stat.S_ISFIFO(mode)
-        else "socket"
-        if stat.S_ISSOCK(mode)
-        else "device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "special file"
-    )
-    return f"skipped: {what}, not a regular file (not opened)"
+    return fs, root, relpaths, special, num_bytes
 
 
 def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
@@ -122,7 +82,7 @@ def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
         visible = [
             p[len(prefix) :]
             for p in relpaths
-            if p.startswith(prefix) and not images.junk_reason(p[len(prefix) :].split("/")[0])
+            if p.startswith(prefix) and not walk.junk_reason(p[len(prefix) :].split("/")[0])
         ]
         tops = {p.split("/")[0] for p in visible if "/" in p}
         if len(tops) != 1:
@@ -135,7 +95,7 @@ def _unwrap(relpaths: list[str], is_class: Callable[[str], bool]) -> str:
 
 
 def _detect(relpaths: list[str]) -> str:
-    tops = {p.split("/")[0] for p in relpaths if "/" in p and not images.junk_reason(p.split("/")[0])}
+    tops = {p.split("/")[0] for p in relpaths if "/" in p and not walk.junk_reason(p.split("/")[0])}
     if tops and all(t.lower() in SPLIT_FOLDER_NAMES for t in tops):
         return "split_folders"
     if tops:
@@ -162,7 +122,7 @@ class _ClassMapper:
 
     @staticmethod
     def _is_name(name: str) -> bool:
-        return bool(name) and not images.junk_reason(name)
+        return bool(name) and not walk.junk_reason(name)
 
     def label(self, name: str) -> int | None:
         if self.dataset == "catsdogs":
@@ -267,7 +227,7 @@ def _label(
 
     entries = []
     for relpath in relpaths:
-        junk = next((r for r in map(images.junk_reason, relpath.split("/")) if r), None)
+        junk = walk.path_junk_reason(relpath)
         components = parts[relpath]
         placed: tuple[int | None, str | None, str | None]
         if junk or relpath in special:
@@ -291,11 +251,13 @@ def _label(
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """One manifest entry read: an example (perhaps with a warning), or a problem's kind and reason."""
+    """One manifest entry read: an example (perhaps with a warning), its key alone (`hash_file`), or a problem's kind
+    and reason."""
 
     example: examples.Example | None = None
     problem: str | None = None  # results.REJECTED or results.SKIPPED.
     reason: str | None = None  # The problem's reason, or the example's warning.
+    key: str | None = None  # Set by hash_file.
 
 
 @functools.cache
@@ -309,13 +271,13 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     if entry.skip or entry.label is None:
         return FileResult(problem=results.SKIPPED, reason=entry.skip)
     try:
-        data = _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)
+        data = _read(entry)
         decoded = images.decode(data, options)
         encoded = images.encode(decoded.image, options)
     except images.RejectedImage as e:
         return FileResult(problem=results.REJECTED, reason=str(e))
     except Exception as e:  # An unreadable file or a decoder bug: list it, keep the job alive.
-        return FileResult(problem=results.REJECTED, reason=f"could not process: {type(e).__name__}: {e}")
+        return FileResult(problem=results.REJECTED, reason=_could_not(e))
     warnings = [w for w in (decoded.warning, _name_warning(entry.relpath)) if w]
     key = hashlib.sha256(data).hexdigest()
     # The encoder is deterministic, so equal stored bytes mean the same training example: byte-identical files,
@@ -338,6 +300,29 @@ def read_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
     )
 
 
+def hash_file(entry: ManifestEntry, options: images.ImageOptions) -> FileResult:
+    """Reads one file for its key (a smoke build's first read), or says why it is skipped or rejected: from its
+    header alone, so truncated image data is found only when the file is decoded."""
+    if entry.skip or entry.label is None:
+        return FileResult(problem=results.SKIPPED, reason=entry.skip)
+    try:
+        data = _read(entry)
+        images.check_header(data, options)
+    except images.RejectedImage as e:
+        return FileResult(problem=results.REJECTED, reason=str(e))
+    except Exception as e:
+        return FileResult(problem=results.REJECTED, reason=_could_not(e))
+    return FileResult(key=hashlib.sha256(data).hexdigest())
+
+
+def _read(entry: ManifestEntry) -> bytes:
+    return _filesystem(fsspec.utils.get_protocol(entry.path)).cat_file(entry.path)
+
+
+def _could_not(error: Exception) -> str:
+    return f"could not process: {type(error).__name__}: {error}"
+
+
 def _name_warning(relpath: str) -> str | None:
     try:
         relpath.encode("utf-8")
@@ -350,16 +335,19 @@ def _name_warning(relpath: str) -> str | None:
 
 
 class ProcessFiles(beam.DoFn):
-    """A batch of manifest lines in; Examples and rejected/skipped/warning result lines out. Never raises on bad files.
+    """A batch of manifest entries in, each through `read` (read_file, or hash_file); Examples (or, from hash_file,
+    (entry, key) pairs) and rejected/skipped/warning result lines out. Never raises on bad files.
 
     The files of a batch are read on `threads` threads: Pillow releases the GIL while it decodes and resizes,
-    so one worker process keeps a few cores busy (the local in-process runner has only one process).
+    so one worker process keeps a few cores busy (the local in-process runner has only one process). `seen`:
+    count the files as seen and done (False when a first pass over every file counted them).
     """
 
-    def __init__(self, options: images.ImageOptions, work_dir: str, threads: int = 1):
-        self._options = options
+    def __init__(self, read: Callable[[ManifestEntry], FileResult], work_dir: str, threads: int = 1, seen: bool = True):
+        self._read = read
         self._work_dir = work_dir
         self._threads = threads
+        self._seen = seen
 
     def setup(self):
         self._progress = progress.Progress(self._work_dir)
@@ -369,15 +357,12 @@ class ProcessFiles(beam.DoFn):
             for kind in ("files_seen", results.REJECTED, results.SKIPPED)
         }
 
-    def process(self, lines: list[str]):
-        entries = [ManifestEntry(**json.loads(line)) for line in lines]
-        if self._pool:
-            read = self._pool.map(read_file, entries, itertools.repeat(self._options))
-        else:
-            read = (read_file(entry, self._options) for entry in entries)
+    def process(self, entries: list[ManifestEntry]):
+        read = self._pool.map(self._read, entries) if self._pool else map(self._read, entries)
         for entry, result in zip(entries, read, strict=True):
-            self._progress.add()
-            self._counters["files_seen"].inc()
+            if self._seen:
+                self._progress.add()
+                self._counters["files_seen"].inc()
             if result.problem:
                 self._counters[result.problem].inc()
                 yield beam.pvalue.TaggedOutput(
@@ -388,7 +373,7 @@ class ProcessFiles(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(
                     results.WARNING, results.result(results.WARNING, path=entry.relpath, reason=result.reason)
                 )
-            yield result.example
+            yield (entry, result.key) if result.example is None else result.example
 
     def finish_bundle(self):
         self._progress.flush()
@@ -396,6 +381,15 @@ class ProcessFiles(beam.DoFn):
     def teardown(self):
         if self._pool:
             self._pool.shutdown()
+
+    def with_problems(self) -> beam.ParDo:
+        """This DoFn as a ParDo whose main output is "files", beside its tagged problem outputs."""
+        return beam.ParDo(self).with_outputs(results.REJECTED, results.SKIPPED, results.WARNING, main="files")
+
+
+def problems(processed) -> list[beam.PCollection]:
+    """The problem outputs of `ProcessFiles.with_problems`."""
+    return [processed[results.REJECTED], processed[results.SKIPPED], processed[results.WARNING]]
 
 
 def read_lines(path: str) -> Iterable[str]:
@@ -414,11 +408,11 @@ def write_manifest(listing: Listing, path: str) -> None:
 FILES_PER_BATCH = 64  # Keeps a worker's decode threads busy; small enough to spread over many workers.
 
 
-def read_batches(path: str, size: int) -> Iterable[list[str]]:
-    """The manifest's lines in consecutive batches of `size`."""
+def read_batches(path: str, size: int) -> Iterable[list[ManifestEntry]]:
+    """The manifest's entries in consecutive batches of `size`."""
     batch = []
     for line in read_lines(path):
-        batch.append(line)
+        batch.append(ManifestEntry(**json.loads(line)))
         if len(batch) == size:
             yield batch
             batch = []
@@ -426,8 +420,24 @@ def read_batches(path: str, size: int) -> Iterable[list[str]]:
         yield batch
 
 
+class ManifestBatches(beam.PTransform):
+    """The manifest's entries in batches, spread over workers."""
+
+    def __init__(self, manifest_path: str):
+        super().__init__()
+        self._manifest_path = manifest_path
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Manifest" >> beam.Create([self._manifest_path])
+            | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
 class ReadFolder(beam.PTransform):
-    """The manifest's entries, in batches spread over workers, decoded; tagged problem outputs beside the examples."""
+    """The manifest's entries decoded; (examples, [problem result lines]) out."""
 
     def __init__(self, manifest_path: str, options: images.ImageOptions, work_dir: str, threads: int = 1):
         super().__init__()
@@ -437,13 +447,10 @@ class ReadFolder(beam.PTransform):
         self._threads = threads
 
     def expand(self, pbegin):
-        return (
+        read = functools.partial(read_file, options=self._options)
+        decoded = (
             pbegin
-            | "Manifest" >> beam.Create([self._manifest_path])
-            | "ReadManifest" >> beam.FlatMap(read_batches, FILES_PER_BATCH)
-            | "Spread" >> beam.Reshuffle()
-            | "Decode"
-            >> beam.ParDo(ProcessFiles(self._options, self._work_dir, self._threads)).with_outputs(
-                results.REJECTED, results.SKIPPED, results.WARNING, main="examples"
-            )
+            | "Batches" >> ManifestBatches(self._manifest_path)
+            | "Decode" >> ProcessFiles(read, self._work_dir, self._threads).with_problems()
         )
+        return decoded.files, *problems(decoded)

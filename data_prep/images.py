@@ -18,15 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 RESIZE_POLICIES = ("shorter_side", "exact", "none")
 IMAGE_FORMATS = ("jpeg", "png")
-# Known junk that image folders collect; skipped (not rejected) with this reason.
 # Our --max_pixels check, made from the header before decoding, replaces PIL's fixed limit.
 Image.MAX_IMAGE_PIXELS = None
-JUNK_FILES = {
-    "thumbs.db": "Windows thumbnail cache",
-    "desktop.ini": "Windows folder settings",
-    ".ds_store": "macOS folder metadata",
-    "ehthumbs.db": "Windows thumbnail cache",
-}
 
 
 class RejectedImage(Exception):
@@ -73,18 +66,6 @@ def as_image(pixels: Image.Image | np.ndarray) -> Image.Image:
     if isinstance(pixels, Image.Image):
         return pixels
     return Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else pixels)
-
-
-def junk_reason(basename: str) -> str | None:
-    """Why a file is skipped without reading it, or None to process it."""
-    lowered = basename.lower()
-    if lowered in JUNK_FILES:
-        return f"skipped: {JUNK_FILES[lowered]} ({basename})"
-    if basename.startswith("._"):
-        return "skipped: macOS resource fork (._ file)"
-    if basename.startswith("."):
-        return "skipped: hidden file"
-    return None
 
 
 def target_size(width: int, height: int, options: ImageOptions) -> tuple[int, int]:
@@ -145,6 +126,12 @@ def _open(data: bytes, options: ImageOptions) -> Image.Image:
             "(decompression-bomb guard; raise --max_pixels to accept it)"
         )
     return image
+
+
+def check_header(data: bytes, options: ImageOptions) -> None:
+    """Raises RejectedImage as `decode` would for a file that is not an accepted image within --max_pixels, from its
+    header alone (a smoke build's first pass: cheap next to decoding)."""
+    _open(data, options)
 
 
 def _orient(image: Image.Image) -> str | None:

@@ -46,6 +46,7 @@ class BuildOptions:
     class_names: tuple[str, ...] | None = None  # imagefolder: class folder names in label order.
     # Hash-assigned splits for inputs that have none, or counts per class (splits.SplitSpec).
     split: str = "train:80,validation:10,test:10"
+    max_examples_per_split: int | None = None  # A smoke build: at most N per split, chosen before decoding (smoke.py).
     image: images.ImageOptions = images.ImageOptions()
     decode_threads: int = 0  # Files each worker decodes at once; 0: from the runner and the cores.
     # Keras datasets.
@@ -65,6 +66,20 @@ class BuildOptions:
             raise UserError(
                 f"--split={self.split}: counts per class are for image folders; --dataset={self.dataset} keeps its "
                 "official train and test splits (and carves validation with --validation_size)"
+            )
+        if self.max_examples_per_split is not None:
+            self._check_smoke(self.max_examples_per_split)
+
+    def _check_smoke(self, n: int) -> None:
+        flag = f"--max_examples_per_split={n}"
+        if n < 1:
+            raise UserError(f"{flag}: must be at least 1")
+        if self.dataset not in FOLDER_DATASETS:
+            raise UserError(f"{flag}: smoke builds are for image folders; --dataset={self.dataset} is built whole")
+        if self.split_spec.per_class:
+            raise UserError(
+                f"{flag}: not with counts per class (--split={self.split}), which already choose a subset; ask for "
+                "smaller counts instead"
             )
 
     @property

@@ -151,6 +151,8 @@ class BuildSettings:
     augment_copies: int  # Offline-augmented copies of each training example.
     seed: int  # Of the offline augmentation.
     max_pixels: int
+    # A smoke build (--max_examples_per_split): at most this many examples per split, not the whole input.
+    max_examples_per_split: int | None = None
 
 
 def _from_mapping(cls, values: Mapping[str, Any], **converters: Any):

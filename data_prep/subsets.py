@@ -34,7 +34,8 @@ def selection_rank(key: str) -> int:
 
 
 class SmallestRanks(beam.CombineFn):
-    """How many ranks a group has and its `n` smallest: memory bounded by n, not by the size of a class."""
+    """How many ranks a group has and its `n` smallest distinct ones: memory bounded by n, not by the size of a class.
+    Equal ranks (byte-identical files, before dedupe) take one place, so the n are n examples."""
 
     def __init__(self, n: int):
         self._n = n
@@ -45,8 +46,9 @@ class SmallestRanks(beam.CombineFn):
     def add_input(self, accumulator: tuple[int, list[int]], rank: int) -> tuple[int, list[int]]:
         count, heap = accumulator
         if len(heap) < self._n:
-            heapq.heappush(heap, -rank)
-        elif rank < -heap[0]:
+            if -rank not in heap:
+                heapq.heappush(heap, -rank)
+        elif rank < -heap[0] and -rank not in heap:
             heapq.heapreplace(heap, -rank)
         return count + 1, heap
 
@@ -56,7 +58,7 @@ class SmallestRanks(beam.CombineFn):
         for count, heap in accumulators:
             total += count
             ranks.extend(-negated for negated in heap)
-        heap = [-rank for rank in heapq.nsmallest(self._n, ranks)]
+        heap = [-rank for rank in heapq.nsmallest(self._n, set(ranks))]
         heapq.heapify(heap)
         return total, heap
 

@@ -1,6 +1,7 @@
 """The serving export (encoded images in, per-class probabilities out) and the prediction CLI."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -187,14 +188,41 @@ def exported(tmp_path_factory):
     return saved_model, root
 
 
+@pytest.fixture(scope="module")
+def album(exported):
+    """A nested folder as users have them: images, junk data_prep skips, files that are not images, a named pipe
+    and links. Returns (folder, its files predict reads, in order)."""
+    _, root = exported
+    album = root / "album"
+    for relpath, source in {
+        "cats/photo.jpg": "photo.jpg",
+        "cats/deeper/drawing.png": "drawing.png",
+        "cats/notes.jpg": "notes.jpg",
+        "dogs/cut.png": "cut.png",
+        "Thumbs.db": "notes.jpg",
+        "cats/._photo.jpg": "photo.jpg",
+        ".thumbnails/photo.jpg": "photo.jpg",  # A hidden folder hides what it holds.
+    }.items():
+        (album / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (album / relpath).write_bytes((root / source).read_bytes())
+    os.mkfifo(album / "dogs" / "pipe.jpg")  # Opening it would block forever.
+    (album / "dogs" / "up").symlink_to("..")  # A link to a folder: not followed (it would loop).
+    (album / "dogs" / "photo_link.jpg").symlink_to(album / "cats" / "photo.jpg")
+    read = ["cats/deeper/drawing.png", "cats/notes.jpg", "cats/photo.jpg", "dogs/cut.png", "dogs/photo_link.jpg"]
+    return album, [str(album / relpath) for relpath in read]
+
+
 def test_predict_reports_top_classes_and_names_each_bad_file(exported):
     saved_model, root = exported
     signature = predict.load(saved_model)
     paths = [
         str(root / name) for name in ("photo.jpg", "notes.jpg", "drawing.png", "missing.jpg", "empty.png", "cut.png")
     ]
-    predictions, errors = predict.classify_files(signature, paths, top_k=2)
+    results = list(predict.classify_files(signature, paths, top_k=2))
 
+    assert [path for path, _, _ in results] == paths
+    predictions = {path: prediction for path, prediction, error in results if error is None}
+    errors = {path: error for path, prediction, error in results if prediction is None}
     assert set(predictions) == {paths[0], paths[2]}
     for path, prediction in predictions.items():
         with open(path, "rb") as f:
@@ -207,36 +235,78 @@ def test_predict_reports_top_classes_and_names_each_bad_file(exported):
     assert all(errors[paths[i]].startswith("cannot be decoded: not an image") for i in (1, 4, 5))
 
 
+def test_a_folder_stands_for_the_files_under_it_that_data_prep_would_read(exported, album):
+    saved_model, root = exported
+    folder, read = album
+    signature = predict.load(saved_model)
+    results = list(predict.classify_files(signature, [str(folder), str(root / "photo.jpg")], top_k=3))
+    assert [path for path, _, _ in results] == [*read, str(root / "photo.jpg")]
+    failed = {path for path, prediction, error in results if prediction is None and error}
+    assert failed == {str(folder / "cats/notes.jpg"), str(folder / "dogs/cut.png")}
+    by_path = {path: prediction for path, prediction, _ in results}
+    assert by_path[str(folder / "dogs/photo_link.jpg")] == by_path[str(root / "photo.jpg")]
+    assert by_path[str(folder / "cats/photo.jpg")] == by_path[str(root / "photo.jpg")]
+    (empty := root / "empty_folder" / ".git").mkdir(parents=True)
+    (empty / "HEAD").write_text("ref: refs/heads/main")
+    assert list(predict.classify_files(signature, [str(empty.parent)], top_k=1)) == [
+        (str(empty.parent), None, "a folder with no file to classify (junk and special files aside)")
+    ]
+
+
 def test_predict_refuses_a_directory_that_is_not_an_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="no saved_model.pb there"):
         predict.load(str(tmp_path))
 
 
-def test_predict_command_line(exported):
-    saved_model, root = exported
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer.predict",
-            f"--model={saved_model}",
-            "--top_k=3",
-            str(root / "notes.jpg"),
-            str(root / "photo.jpg"),
-        ],
+def _predict(saved_model, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.predict", f"--model={saved_model}", "--top_k=3", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+NOT_AN_IMAGE = "cannot be decoded: not an image (JPEG, PNG, GIF, BMP or WebP), or a truncated one"
+
+
+def test_predict_command_line_in_text(exported, album):
+    saved_model, root = exported
+    folder, read = album
+    result = _predict(saved_model, str(root / "notes.jpg"), str(folder))
     assert result.returncode == 1
-    (line,) = result.stdout.splitlines()
-    path, classes = line.split(": ")
-    assert path == str(root / "photo.jpg")
-    assert sorted(entry.split()[0] for entry in classes.split(", ")) == ["a", "b", "c"]
+    classified = [path for path in read if not path.endswith(("notes.jpg", "cut.png"))]
+    assert [line.split(": ")[0] for line in result.stdout.splitlines()] == classified
+    for line in result.stdout.splitlines():
+        assert sorted(entry.split()[0] for entry in line.split(": ")[1].split(", ")) == ["a", "b", "c"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: {root / 'notes.jpg'}: cannot be decoded: not an image (JPEG, PNG, GIF, BMP or WebP), "
-        "or a truncated one"
+        f"error: {root / 'notes.jpg'}: {NOT_AN_IMAGE}",
+        f"error: {folder / 'cats/notes.jpg'}: {NOT_AN_IMAGE}",
+        f"error: {folder / 'dogs/cut.png'}: {NOT_AN_IMAGE}",
     ]
+
+
+def test_predict_command_line_in_json_lines(exported, album):
+    saved_model, root = exported
+    folder, read = album
+    result = _predict(saved_model, "--output=json", str(folder))
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == read, "one line per file, in order, errors included"
+    for line in lines:
+        if line["file"].endswith(("notes.jpg", "cut.png")):
+            assert line == {"file": line["file"], "error": NOT_AN_IMAGE}
+        else:
+            assert list(line) == ["file", "class", "probability", "top_k"]
+            assert sorted(p["class"] for p in line["top_k"]) == ["a", "b", "c"]
+            assert line["top_k"][0] == {"class": line["class"], "probability": line["probability"]}
+            probabilities = [p["probability"] for p in line["top_k"]]
+            assert probabilities == sorted(probabilities, reverse=True) and abs(sum(probabilities) - 1) < 1e-5
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 2
+
+    clean = _predict(saved_model, "--output=json", str(folder / "cats" / "deeper"), str(root / "photo.jpg"))
+    assert clean.returncode == 0, clean.stderr
+    assert [json.loads(line)["file"] for line in clean.stdout.splitlines()] == [read[0], str(root / "photo.jpg")]

@@ -178,6 +178,14 @@ def test_tfds_pairs_features_with_labels_as_supervised(images, weights, tmp_path
     assert features.shape == (1, 1, 512) and label in (0, 1)
 
 
+def test_the_features_of_a_smoke_build_are_marked_as_one(weights, tmp_path):
+    write_photos(tmp_path / "raw", [f"{c}/{i}.png" for c in ("Cat", "Dog") for i in range(5)], size=(40, 36))
+    build_folder(tmp_path / "raw", tmp_path / "smoke", split="train:60,test:40", max_examples_per_split=2)
+    extract(tmp_path / "smoke", tmp_path / "features", weights)
+    metadata = schema.DatasetMetadata.read(str(tmp_path / "features"))
+    assert metadata.build.max_examples_per_split == 2 and metadata.split_sizes == {"train": 2, "test": 2}
+
+
 @pytest.mark.slow
 def test_the_tutorials_first_step_on_the_command_line_extract_then_train_the_head(images, weights, tmp_path):
     """The Beam job's output is what the head config trains on, and that run exports an image classifier."""

@@ -2,10 +2,12 @@
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from data_prep import folders
+from data_prep import folders, walk
 
 
 def touch(root, *relpaths):
@@ -193,3 +195,19 @@ def test_files_that_are_not_regular_are_skipped_unopened_and_links_to_files_foll
     assert entries["PetImages/Dog/link.jpg"].skip is None and entries["PetImages/Dog/link.jpg"].label == 1
     assert entries[latin1].skip is None and entries[latin1].label == 0
     assert len(entries) == 8
+
+
+def test_junk_reasons():
+    assert "thumbnail" in walk.junk_reason("Thumbs.db")
+    assert "macOS" in walk.junk_reason(".DS_Store")
+    assert walk.junk_reason(".hidden.jpg") == "skipped: hidden file"
+    assert walk.junk_reason("cat.1.JPG") is None
+    assert walk.path_junk_reason("Cat/.thumbnails/1.jpg") == "skipped: hidden file"
+    assert walk.path_junk_reason("Cat/sub/1.jpg") is None
+
+
+def test_the_folder_walk_imports_neither_beam_nor_tensorflow_nor_pillow():
+    """trainer.predict walks folders with it."""
+    code = "import sys; import data_prep.walk; print(sorted({'apache_beam', 'tensorflow', 'PIL'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

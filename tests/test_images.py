@@ -173,13 +173,6 @@ def test_jpeg_quality_reaches_the_encoder():
     assert sizes[0] < sizes[1] / 2 and errors[0] > 2 * errors[1]
 
 
-def test_junk_reasons():
-    assert "thumbnail" in images.junk_reason("Thumbs.db")
-    assert "macOS" in images.junk_reason(".DS_Store")
-    assert images.junk_reason(".hidden.jpg") == "skipped: hidden file"
-    assert images.junk_reason("cat.1.JPG") is None
-
-
 @pytest.mark.parametrize(
     "kwargs,flag",
     [

@@ -75,6 +75,14 @@ def test_metadata_reads_back_to_the_very_file_a_build_wrote(sample_dataset, tmp_
     )
 
 
+def test_metadata_written_before_smoke_builds_reads_as_a_whole_build(sample_dataset, tmp_path):
+    out, _ = sample_dataset
+    values = json.loads((out / schema.METADATA_FILE).read_text())
+    assert values["build"].pop("max_examples_per_split") is None
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps(values))
+    assert schema.DatasetMetadata.read(str(tmp_path)).build.max_examples_per_split is None
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [

@@ -65,6 +65,19 @@ def test_smallest_ranks_do_not_depend_on_how_the_input_is_split_among_workers():
     assert combine.extract_output(combine.add_input(combine.create_accumulator(), 5)) == (1, [5])
 
 
+def test_equal_ranks_take_one_place_among_the_smallest():
+    """Byte-identical files share a key (and a rank) until dedupe: a smoke build's n are n distinct examples."""
+    combine = subsets.SmallestRanks(3)
+    accumulators = []
+    for ranks in ([5, 1, 1, 9], [1, 5, 7, 2], [2, 8]):
+        accumulator = combine.create_accumulator()
+        for rank in ranks:
+            accumulator = combine.add_input(accumulator, rank)
+        accumulators.append(accumulator)
+    assert combine.extract_output(accumulators[0]) == (4, [1, 5, 9])
+    assert combine.extract_output(combine.merge_accumulators(accumulators)) == (10, [1, 2, 5])
+
+
 def test_a_reliable_class_size_leaves_every_share_three_standard_deviations_above_its_count():
     total = subsets.reliable_total([1000, 500, 500])
     assert total == 2247

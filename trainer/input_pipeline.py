@@ -93,6 +93,8 @@ def open_dataset(data_dir: str, *, verify_records: bool = False) -> DatasetInfo:
     pass over the data; also catches shards whose counts alone are wrong).
     """
     info = DatasetInfo(data_dir, schema.DatasetMetadata.read(data_dir))
+    if (n := info.metadata.build.max_examples_per_split) is not None:
+        logging.warning("%s is a smoke build (--max_examples_per_split=%d), not the whole input.", data_dir, n)
     _check_shard_files(info)
     if verify_records:
         for split, split_info in info.metadata.splits.items():

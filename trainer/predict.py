@@ -1,10 +1,16 @@
 """Classifies image files with a model exported by training; needs only TensorFlow and the export.
 
-  python -m trainer.predict --model=RUN/export/saved_model cat.jpg dog.png [--top_k=3]
+  python -m trainer.predict --model=RUN/export/saved_model cat.jpg dog.png photos/ [--top_k=3] [--output=json]
 
-Prints `FILE: CLASS PROBABILITY, ...` per image, most probable first. A file that
-cannot be read or decoded gets one `error: FILE: reason` line on stderr, the
-other files are still classified, and the exit status is 1.
+A folder stands for every file under it, recursively, in sorted order, that data_prep
+would read: junk names (Thumbs.db, .DS_Store, ._ files), hidden files and folders,
+and entries that are not regular files are left out; links to folders are not followed.
+Prints `FILE: CLASS PROBABILITY, ...` per image, most probable first, or with
+--output=json one JSON object per line and file: `{"file": ..., "class": ...,
+"probability": ..., "top_k": [{"class": ..., "probability": ...}, ...]}`, or
+`{"file": ..., "error": ...}`. A file that cannot be read or decoded also gets one
+`error: FILE: reason` line on stderr; the other files are still classified, and the
+exit status is 1.
 
 This module also names the serving signature's inputs and outputs (trainer.export
 writes them), so that it imports nothing of the training code.
@@ -12,12 +18,17 @@ writes them), so that it imports nothing of the training code.
 
 from __future__ import annotations
 
+import json
+import posixpath
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import fsspec
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+
+from data_prep import walk
 
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
@@ -56,29 +67,52 @@ def classify(signature: Signature, encoded: bytes, top_k: int) -> Prediction:
     return [(names[i], float(probabilities[i])) for i in order]
 
 
-def classify_files(
-    signature: Signature,
-    paths: Sequence[str],
-    top_k: int,
-) -> tuple[dict[str, Prediction], dict[str, str]]:
-    """Predictions of the files that could be classified, and the reason for each that could not."""
-    predictions, errors = {}, {}
+def image_files(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
+    """Each path, or for a folder each file under it (sorted) that data_prep would read; with an error or None."""
     for path in paths:
+        fs, root = fsspec.core.url_to_fs(path)
+        if not fs.isdir(root):
+            yield path, None
+            continue
+        relpaths, special, _ = walk.find(fs, root)
+        found = [r for r in relpaths if r not in special and not walk.path_junk_reason(r)]
+        if not found:
+            yield path, "a folder with no file to classify (junk and special files aside)"
+        for relpath in found:
+            yield posixpath.join(path, relpath), None
+
+
+def classify_files(
+    signature: Signature, paths: Sequence[str], top_k: int
+) -> Iterator[tuple[str, Prediction | None, str | None]]:
+    """(path, prediction, None) for each file that could be classified, (path, None, reason) for each that could
+    not; folders are expanded (`image_files`), and each file is yielded as soon as it is classified."""
+    for path, error in image_files(paths):
+        if error:
+            yield path, None, error
+            continue
         try:
             with tf.io.gfile.GFile(path, "rb") as f:
                 encoded = f.read()
-            predictions[path] = classify(signature, encoded, top_k)
+            yield path, classify(signature, encoded, top_k), None
         except tf.errors.NotFoundError:
-            errors[path] = "no such file"
+            yield path, None, "no such file"
         except (tf.errors.OpError, OSError) as e:
-            errors[path] = f"cannot read it ({str(e).splitlines()[0]})"
+            yield path, None, f"cannot read it ({str(e).splitlines()[0]})"
         except ValueError as e:
-            errors[path] = str(e)
-    return predictions, errors
+            yield path, None, str(e)
 
 
 def format_prediction(path: str, prediction: Prediction) -> str:
     return f"{path}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in prediction)
+
+
+def json_line(path: str, prediction: Prediction | None, error: str | None) -> str:
+    """One --output=json line: the file's most probable class and the --top_k list, or why it has none."""
+    if prediction is None:
+        return json.dumps({"file": path, "error": error})
+    (top, probability), top_k = prediction[0], [{"class": c, "probability": p} for c, p in prediction]
+    return json.dumps({"file": path, "class": top, "probability": probability, "top_k": top_k})
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -86,23 +120,34 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "model", None, "The export/saved_model directory of a training run.", flag_values=flag_values, required=True
     )
     flags.DEFINE_integer("top_k", 3, "Classes printed per image.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_enum(
+        "output",
+        "text",
+        ["text", "json"],
+        "text: `FILE: CLASS PROBABILITY, ...` lines; json: one JSON object per line and file (file, class, "
+        "probability, top_k; or file, error). Folders are read recursively (see the usage above).",
+        flag_values=flag_values,
+    )
 
 
 def main(argv: list[str]) -> None:
     paths = argv[1:]
     if not paths:
-        raise app.UsageError("give one or more image files after the flags.")
+        raise app.UsageError("give one or more image files or folders after the flags.")
     try:
         signature = load(flags.FLAGS.model)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    predictions, errors = classify_files(signature, paths, flags.FLAGS.top_k)
-    for path in paths:
-        if path in predictions:
-            print(format_prediction(path, predictions[path]))
-        else:
-            print(f"error: {path}: {errors[path]}", file=sys.stderr)
-    if errors:
+    failed = False
+    for path, prediction, error in classify_files(signature, paths, flags.FLAGS.top_k):
+        if error:
+            failed = True
+            print(f"error: {path}: {error}", file=sys.stderr, flush=True)
+        if flags.FLAGS.output == "json":
+            print(json_line(path, prediction, error), flush=True)
+        elif prediction is not None:
+            print(format_prediction(path, prediction), flush=True)
+    if failed:
         sys.exit(1)
 
 
