@@ -5,6 +5,10 @@ included) still reaches stderr. TensorFlow 2.21 writes its start-up notices from
 before its logging is initialised, ignoring TF_CPP_MIN_LOG_LEVEL (tensorflow#100442),
 so `import_tensorflow` captures file descriptor 2 while TensorFlow starts and replays
 every line that is not one of those notices.
+
+Our own lines go through two loggers: data_prep's modules log under "data_prep" (`logging.getLogger(__name__)`),
+the trainer's through absl's logger. On the command line absl's `app.run` shows INFO; the Python API
+(data_prep.api, trainer.api) runs under `shown`, which makes them visible in a notebook too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 import tempfile
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from absl import logging as absl_logging
 
@@ -43,6 +47,8 @@ _BEAM_NOTICE = "apitools not found, and bigquery client libraries are not availa
 # Libraries whose INFO lines through absl's logger ("Sharding callback duration", "Writing fingerprint") are dropped;
 # their warnings and errors are kept.
 _CHATTY_LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
+OUR_LOGGERS = ("data_prep", "absl")
+_BEAM_LOGGER = "apache_beam"  # Its INFO lines (one per stage and bundle) would drown the progress lines.
 
 
 def is_out_of_space(error: BaseException | None) -> bool:
@@ -86,6 +92,64 @@ def hide_library_noise() -> None:
     for name in ("apache_beam.runners.worker.bundle_processor", "apache_beam.runners.common"):
         _add_filter(logging.getLogger(name), _not_reraised_out_of_space)
     warnings.filterwarnings("ignore", message=re.escape(_TF_DATA_OPTIONS_WARNING), category=UserWarning)
+
+
+def _handlers(logger: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of `logger` reaches, as Logger.callHandlers walks them."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current:
+        found.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return found
+
+
+class _Fallback(logging.StreamHandler):
+    """Prints to stderr, in the format of absl's command lines, what no other handler on the logger's path prints:
+    nothing twice, and nothing lost."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__(sys.stderr)
+        self.setFormatter(absl_logging.PythonFormatter())
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        others = [h for h in _handlers(self._logger) if h is not self]
+        return not any(record.levelno >= h.level for h in others) and bool(super().filter(record))
+
+
+@contextlib.contextmanager
+def shown() -> Iterator[None]:
+    """While it lasts, our INFO lines (progress, summaries) and warnings reach stderr, as on the command line.
+
+    Changes only what would hide them, and only until it ends: a logger of OUR_LOGGERS whose level was left unset
+    (NOTSET) and that inherits one above INFO gets INFO; where no handler on its path would print an INFO line, a
+    fallback handler prints what no other handler does, in absl's format; where there is no handler at all (a fresh
+    notebook), the logger also stops propagating, so that the handler Beam's import or absl's first line adds to the
+    root logger (logging.basicConfig) does not print our lines a second time or in another format. A level the user
+    set on one of our loggers is kept, the root logger is not touched, and under `app.run` (INFO shown by absl's
+    handler) nothing changes, so the command lines print each line once. Beam's INFO lines stay hidden, as on the
+    command line, unless its level was set.
+    """
+    with contextlib.ExitStack() as stack:
+        for name in OUR_LOGGERS:
+            logger = logging.getLogger(name)
+            if logger.level == logging.NOTSET and not logger.isEnabledFor(logging.INFO):
+                logger.setLevel(logging.INFO)
+                stack.callback(logger.setLevel, logging.NOTSET)
+            handlers = _handlers(logger)
+            if not any(h.level <= logging.INFO for h in handlers):
+                fallback = _Fallback(logger)
+                logger.addHandler(fallback)
+                stack.callback(logger.removeHandler, fallback)
+            if not handlers:  # Importing Beam and absl's first line run logging.basicConfig: ours keep their format.
+                logger.propagate = False
+                stack.callback(setattr, logger, "propagate", True)
+        beam = logging.getLogger(_BEAM_LOGGER)
+        if beam.level == logging.NOTSET:
+            beam.setLevel(logging.WARNING)
+            stack.callback(beam.setLevel, logging.NOTSET)
+        yield
 
 
 def _is_notice(line: str, has_gpu_driver: bool) -> bool:
