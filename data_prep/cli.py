@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,11 +20,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def command(job: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str]], None]:
-    """A command's main: runs `job(argv)` quietly (Beam's INFO lines drown the progress); a UserError exits 1 with
-    one line."""
+    """A command's main: runs `job(argv)` (an API function's wrapper, which shows our lines and hides Beam's); a
+    UserError exits 1 with one line."""
 
     def main(argv: Sequence[str]) -> None:
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)
         try:
             job(argv)
         except options.UserError as e:
