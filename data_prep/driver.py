@@ -162,6 +162,7 @@ def _metadata(source: Source, options: OutputSettings, outcome: results.Results)
         build=schema.BuildSettings(
             augment_copies=options.augment_copies, seed=options.seed, max_pixels=image.max_pixels if image else 0
         ),
+        versions=schema.library_versions(),
         coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None,
     )
 
