@@ -1,4 +1,4 @@
-"""The Python API in-process, as a notebook runs it, with our lines shown."""
+"""The Python API in-process, as a notebook runs it: build -> train -> evaluate -> predict, with our lines shown."""
 
 import json
 import logging
@@ -11,7 +11,9 @@ from conftest import FAST_BEAM_ARGS, root_logger
 from folder_files import write_photos
 
 import data_prep
+import trainer
 from data_prep import api, options, schema
+from trainer import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PER_CLASS = 16
@@ -48,6 +50,16 @@ def test_importing_data_prep_loads_neither_beam_nor_tensorflow_and_the_api_survi
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert result.stdout.split("\n")[:2] == ["[]", "True True"]
+
+
+def test_the_predict_command_loads_no_training_code_until_the_api_is_used():
+    code = (
+        "import sys, trainer.predict\n"
+        "print('trainer.train' in sys.modules, 'trainer.api' in sys.modules)\n"
+        "print(callable(trainer.train_model), 'trainer.train' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.split("\n")[:2] == ["False False", "True True"]
 
 
 def test_build_dataset_takes_the_flags_by_name_and_returns_the_report(built):
@@ -87,3 +99,74 @@ def test_in_a_notebook_the_build_shows_our_lines_once_and_leaves_logging_as_it_w
     assert not [line for line in lines if "apache_beam" in line or "Running" in line], "Beam's INFO lines stay hidden"
     assert logging.getLogger("data_prep").level == logging.NOTSET and not logging.getLogger("data_prep").handlers
     assert logging.getLogger("apache_beam").level == logging.NOTSET
+
+
+@pytest.fixture(scope="module")
+def run(built, tmp_path_factory):
+    out, _ = built
+    return trainer.train_model(
+        os.path.join(REPO, "configs", "catsdogs_demo.py"),
+        data_dir=str(out),
+        model_dir=str(tmp_path_factory.mktemp("runs") / "demo"),
+        strategy="off",
+        image_size=(48, 48),  # The four-block CNN needs 48 px.
+        epochs=2,
+        global_batch_size=4,
+        **{"fine_tune.epochs": 0},  # A nested field, by its dotted name.
+    )
+
+
+@pytest.mark.slow  # Trains a model.
+def test_train_model_returns_the_history_model_and_paths(run, built):
+    assert [record["epoch"] for record in run.history] == [1, 2]
+    assert all(0 <= record["val_accuracy"] <= 1 for record in run.history)
+    assert run.config.epochs == 2 and run.config.global_batch_size == 4 and run.config.strategy == "off"
+    assert run.export_dir == os.path.join(run.model_dir, "export", "saved_model")
+    assert os.path.exists(os.path.join(run.export_dir, "saved_model.pb"))
+    assert run.model.input_shape[1:] == (48, 48, 3)
+
+
+@pytest.mark.slow  # Trains a model.
+def test_evaluate_model_returns_the_report_it_writes(run, built):
+    _, build_report = built
+    report = trainer.evaluate_model(run.config)
+    assert report["split"] == "test" and report["num_examples"] == build_report["splits"]["test"]
+    with open(os.path.join(run.model_dir, "eval", "test.json")) as f:
+        assert report == json.load(f)
+    assert sum(map(sum, report["confusion_matrix"])) == report["num_examples"]
+
+
+@pytest.mark.slow  # Trains a model.
+def test_load_export_classifies_paths_and_bytes(run, raw, tmp_path):
+    classify = trainer.load_export(run.export_dir)
+    cat = raw / "Cat" / "0.png"
+    by_path = classify(str(cat))
+    assert [name for name, _ in sorted(by_path)] == ["cat", "dog"]
+    assert sum(p for _, p in by_path) == pytest.approx(1, abs=1e-5)
+    assert classify([cat, cat.read_bytes()], top_k=1) == [by_path[:1], by_path[:1]]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        classify(str(tmp_path / "missing.jpg"))
+    with pytest.raises(ValueError, match="cannot be decoded"):
+        classify(b"<html>not an image</html>")
+
+
+@pytest.mark.slow  # Trains a model.
+def test_config_overrides_are_field_names_checked_like_flags(run):
+    with pytest.raises(errors.ConfigError, match="unknown config field epoch:"):
+        trainer.train_model(run.config, epoch=3)
+    with pytest.raises(errors.ConfigError, match="--epochs=-1: must be >= 0"):
+        trainer.train_model(run.config, epochs=-1)
+    with pytest.raises(errors.ConfigError, match="call evaluate_model"):
+        trainer.train_model(run.config, mode="eval")
+    with pytest.raises(FileNotFoundError, match="config file configs/nope.py not found"):
+        trainer.train_model("configs/nope.py")
+    assert run.config.epochs == 2, "the ConfigDict passed in is left as it is"
+
+
+@pytest.mark.slow  # Trains a model.
+def test_in_a_notebook_training_shows_each_epoch_line_once(run, tmp_path, capsys):
+    with root_logger():
+        trainer.train_model(run.config, model_dir=str(tmp_path / "again"), epochs=1)
+    err = capsys.readouterr().err
+    assert err.count("] epoch 1/1 (train): train_loss=") == 1, err[-3000:]
+    assert err.count("] Strategy off with 1 replicas") == 1

@@ -6,7 +6,8 @@ r"""Trains and evaluates an image classifier on a dataset built by data_prep.
 Any config field can be set as `--config.<field>=<value>`; the most used also as a short flag
 (`--epochs=N`, defined from trainer/config_fields.py). A short flag and `--config.` of the same
 field given with different values is an error. The resolved config is validated once and
-written to MODEL_DIR/config.json.
+written to MODEL_DIR/config.json. In Python: `trainer.train_model(CONFIG, data_dir=..., epochs=...)`,
+`trainer.evaluate_model(...)` (trainer/api.py), which this command calls.
 
 Rerunning the same command continues from MODEL_DIR's latest checkpoint. Exit codes:
 0 done; 1 bad input (errors.UserError and the others of USER_ERRORS), or a NaN/Inf loss (one
@@ -24,7 +25,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from trainer import config_fields, distribution, errors, models, preemption, train
+from trainer import api, config_fields, distribution, errors, models, preemption, train
 
 # Errors that mean bad input or environment: reported in one line, without a traceback.
 USER_ERRORS = (
@@ -93,7 +94,11 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        train.run(resolve_config())
+        config = resolve_config()
+        if config.mode == "eval":
+            api.evaluate_model(config)
+        else:
+            api.train_model(config)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     except preemption.Preempted as e:  # A distinct code, so that a job scheduler restarts the command.
