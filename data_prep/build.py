@@ -1,4 +1,5 @@
-r"""Builds a TFDS-compatible TFRecord dataset from raw images or a Keras dataset.
+r"""usage: python -m data_prep.build --dataset=NAME --output_dir=DIR [--input_dir=DIR] [--split=...] [Beam flags]
+Builds a TFDS-compatible TFRecord dataset from raw images or a Keras dataset (installed as imgcls-build too).
 
   python -m data_prep.build --dataset=catsdogs --input_dir=PetImages/.. --output_dir=/data/catsdogs
   python -m data_prep.build --dataset=imagefolder --input_dir=flowers --output_dir=/data/flowers

@@ -1,7 +1,10 @@
-"""What data_prep's commands share: their flags parsed and the rest left for Beam, bad input as one line."""
+"""What the commands share: their flags parsed (the rest left for Beam), `--help` as a success, bad input as one
+line, and the console scripts of setup.py's entry_points."""
 
 from __future__ import annotations
 
+import contextlib
+import runpy
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,9 +13,32 @@ from absl import app, flags
 
 from data_prep import options
 
+# absl's help flags (app.define_help_flags). absl exits 1 after printing the help, as after a usage error.
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def _help_if_asked(argv: list[str]) -> None:
+    """A help flag prints absl's help (the __main__ module's docstring, then its flags) and exits 0: asking is not
+    an error. The help is given alone, so that any exit 1 can only be absl's after the help."""
+    args = argv[1:]
+    if "--" in args:
+        args = args[: args.index("--")]
+    asked = [arg for arg in args if arg in _HELP_FLAGS]
+    if asked:
+        with contextlib.suppress(SystemExit):
+            app.parse_flags_with_usage([argv[0], asked[0]])
+        sys.exit(0)
+
+
+def parse_all_flags(argv: list[str]) -> list[str]:
+    """absl's parsing (unknown flags are an error), with `--help` exiting 0."""
+    _help_if_asked(argv)
+    return app.parse_flags_with_usage(argv)
+
 
 def parse_flags(argv: list[str]) -> list[str]:
     """The command's flags are parsed; the others are returned (after the program name) for Beam."""
+    _help_if_asked(argv)
     try:
         return flags.FLAGS(argv, known_only=True)
     except flags.Error as e:
@@ -34,3 +60,19 @@ def command(job: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str]], No
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
     app.run(main, flags_parser=parse_flags)
+
+
+def run_as_main(module: str) -> None:
+    """`python -m module` under a console script's name: the module runs as __main__, where its flags are defined
+    and absl finds the docstring it prints as the help (the script's own __main__ is pip's wrapper)."""
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def build_command() -> None:
+    """imgcls-build: python -m data_prep.build."""
+    run_as_main("data_prep.build")
+
+
+def extract_features_command() -> None:
+    """imgcls-extract-features: python -m data_prep.extract_features."""
+    run_as_main("data_prep.extract_features")

@@ -1,4 +1,5 @@
-r"""Feature extraction as a Beam job: a built image dataset in, a dataset of a frozen base model's outputs out.
+r"""usage: python -m data_prep.extract_features --data_dir=DIR --output_dir=DIR [--weights=imagenet] [Beam flags]
+Writes a frozen base model's outputs for a built image dataset as a dataset (installed as imgcls-extract-features too).
 
   python -m data_prep.extract_features --data_dir=/data/catsdogs_small --output_dir=/data/catsdogs_small_vgg16 \
       [--weights=imagenet] [--input_size=150] [--precision=auto] [--augment_copies=K] [Beam flags]

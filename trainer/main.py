@@ -1,4 +1,5 @@
-r"""Trains and evaluates an image classifier on a dataset built by data_prep.
+r"""usage: python -m trainer.main --config=configs/NAME.py --data_dir=DIR --model_dir=DIR [--epochs=N] [flags]
+Trains and evaluates an image classifier on a dataset built by data_prep (installed as imgcls-train too).
 
   python -m trainer.main --config=configs/catsdogs_vgg16.py --data_dir=DATA --model_dir=RUN \
       [--strategy=mirrored] [--mixed_precision=auto] [--epochs=N] [--config.fine_tune.epochs=M]
@@ -17,6 +18,9 @@ SIGTERM after saving: restart it. Any other exception is a bug and keeps its tra
 
 from __future__ import annotations
 
+import ast
+import glob
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +29,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from data_prep import cli
 from trainer import api, config_fields, distribution, errors, models, preemption, train
 
 # Errors that mean bad input or environment: reported in one line, without a traceback.
@@ -90,6 +95,22 @@ def resolve_config(flag_values: flags.FlagValues = flags.FLAGS) -> ml_collection
     return config
 
 
+def configs_help() -> str:
+    """The configs in configs/, each with its docstring's first line, as --help lists them; paths as --config takes
+    them from the current directory."""
+    import configs
+
+    lines = ["", "configs (--config=PATH):"]
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(configs.__file__), "*.py"))):
+        if os.path.basename(path) == "__init__.py":
+            continue
+        with open(path) as f:
+            summary = (ast.get_docstring(ast.parse(f.read())) or "").split("\n")[0]
+        shown = os.path.relpath(path)
+        lines.append(f"  {path if shown.startswith('..') else shown}: {summary}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -107,5 +128,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    __doc__ = f"{__doc__}{configs_help()}"  # absl's --help prints __main__'s docstring.
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_all_flags)

@@ -1,4 +1,7 @@
-"""Classifies image files with a model exported by training; needs only TensorFlow and the export.
+"""usage: python -m trainer.predict --model=RUN/export/saved_model IMAGE... [--top_k=3]
+Classifies image files with a model exported by training (installed as imgcls-predict too).
+
+Needs only TensorFlow and the export. In Python: `trainer.load_export(path)` (trainer/api.py).
 
   python -m trainer.predict --model=RUN/export/saved_model cat.jpg dog.png [--top_k=3]
 
@@ -18,6 +21,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+
+from data_prep import cli
 
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
@@ -108,4 +113,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_all_flags)
