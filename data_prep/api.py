@@ -41,9 +41,9 @@ def build_dataset(*, dataset: str, output_dir: str, **settings: Any) -> dict[str
     except ValueError as e:
         raise options.UserError(str(e)) from None
     build_options = options.BuildOptions(image=image_options, **given)
-    from data_prep import driver  # Beam.
-
     with logs.shown():
+        from data_prep import driver  # Beam, whose import configures the root logger: undone by `shown`.
+
         return driver.build(build_options)
 
 
@@ -58,9 +58,9 @@ def extract_feature_dataset(*, data_dir: str, output_dir: str, **settings: Any) 
         "extract_feature_dataset", {"data_dir": data_dir, "output_dir": output_dir, **settings}, EXTRACT_SETTINGS
     )
     extract_options = options.ExtractOptions(**given)
-    from data_prep import extract_features  # Beam, and TensorFlow when it runs.
-
     with logs.shown():
+        from data_prep import extract_features  # Beam (see build_dataset), and TensorFlow when it runs.
+
         return extract_features.extract(extract_options)
 
 

@@ -118,6 +118,11 @@ class _Fallback(logging.StreamHandler):
         return not any(record.levelno >= h.level for h in others) and bool(super().filter(record))
 
 
+def _remove_root_handlers_but(kept: list[logging.Handler]) -> None:
+    for handler in [h for h in logging.root.handlers if h not in kept]:
+        logging.root.removeHandler(handler)
+
+
 @contextlib.contextmanager
 def shown() -> Iterator[None]:
     """While it lasts, our INFO lines (progress, summaries) and warnings reach stderr, as on the command line.
@@ -127,11 +132,13 @@ def shown() -> Iterator[None]:
     fallback handler prints what no other handler does, in absl's format; where there is no handler at all (a fresh
     notebook), the logger also stops propagating, so that the handler Beam's import or absl's first line adds to the
     root logger (logging.basicConfig) does not print our lines a second time or in another format. A level the user
-    set on one of our loggers is kept, the root logger is not touched, and under `app.run` (INFO shown by absl's
-    handler) nothing changes, so the command lines print each line once. Beam's INFO lines stay hidden, as on the
-    command line, unless its level was set.
+    set on one of our loggers is kept, and under `app.run` (INFO shown by absl's handler) nothing changes, so the
+    command lines print each line once. Handlers added to the root logger while it lasts (importing Beam runs
+    logging.basicConfig) are removed at its end, so that the root is as the user left it and the next call's lines
+    keep their format. Beam's INFO lines stay hidden, as on the command line, unless its level was set.
     """
     with contextlib.ExitStack() as stack:
+        stack.callback(_remove_root_handlers_but, list(logging.root.handlers))
         for name in OUR_LOGGERS:
             logger = logging.getLogger(name)
             if logger.level == logging.NOTSET and not logger.isEnabledFor(logging.INFO):

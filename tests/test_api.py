@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -170,3 +171,21 @@ def test_in_a_notebook_training_shows_each_epoch_line_once(run, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("] epoch 1/1 (train): train_loss=") == 1, err[-3000:]
     assert err.count("] Strategy off with 1 replicas") == 1
+
+
+@pytest.mark.slow  # A fresh Python builds a dataset and trains a model.
+def test_in_a_fresh_notebook_the_build_then_training_print_as_the_commands_do(raw, tmp_path):
+    """Beam's first import configures the root logger; the lines of the build and of a training after it keep
+    absl's format, and the root logger ends as it was."""
+    code = f"""
+import logging, data_prep, trainer
+data_prep.build_dataset(dataset="catsdogs", input_dir={str(raw)!r}, output_dir={str(tmp_path / "d")!r},
+                        image_size=48, beam_args={list(FAST_BEAM_ARGS)!r})
+trainer.train_model({os.path.join(REPO, "configs", "catsdogs_demo.py")!r}, data_dir={str(tmp_path / "d")!r},
+                    model_dir={str(tmp_path / "r")!r}, strategy="off", image_size=(48, 48), epochs=1)
+print(logging.root.handlers)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0 and result.stdout == "[]\n", result.stderr[-3000:]
+    ours = [line for line in result.stderr.splitlines() if "built " in line or "epoch 1/1 (train)" in line]
+    assert len(ours) == 2 and all(re.match(r"I\d{4} .*\] (built |epoch 1/1)", line) for line in ours), ours

@@ -119,6 +119,16 @@ def test_shown_prints_our_lines_once_where_nothing_would_and_restores_every_logg
     assert "after" not in capsys.readouterr().err
 
 
+def test_shown_removes_the_root_handler_an_import_adds_and_keeps_the_users():
+    users = logging.StreamHandler()
+    for before in ([], [users]):
+        with root_logger(*before):
+            with logs.shown():
+                logging.basicConfig()  # As importing Beam does, where the root has no handler.
+                logging.root.addHandler(logging.NullHandler())
+            assert logging.root.handlers == before
+
+
 def test_shown_leaves_a_handler_that_prints_info_to_print_them(capsys):
     """As under absl's app.run (its handler on the root, INFO shown): the command lines print each line once."""
     absl_logging.get_absl_handler().activate_python_handler()  # Bound to sys.stderr: pytest's, here.
