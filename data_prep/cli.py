@@ -3,7 +3,6 @@ line, and the console scripts of setup.py's entry_points."""
 
 from __future__ import annotations
 
-import contextlib
 import runpy
 import sys
 from collections.abc import Callable, Sequence
@@ -11,34 +10,12 @@ from typing import Any
 
 from absl import app, flags
 
-from data_prep import options
-
-# absl's help flags (app.define_help_flags). absl exits 1 after printing the help, as after a usage error.
-_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
-
-
-def _help_if_asked(argv: list[str]) -> None:
-    """A help flag prints absl's help (the __main__ module's docstring, then its flags) and exits 0: asking is not
-    an error. The help is given alone, so that any exit 1 can only be absl's after the help."""
-    args = argv[1:]
-    if "--" in args:
-        args = args[: args.index("--")]
-    asked = [arg for arg in args if arg in _HELP_FLAGS]
-    if asked:
-        with contextlib.suppress(SystemExit):
-            app.parse_flags_with_usage([argv[0], asked[0]])
-        sys.exit(0)
-
-
-def parse_all_flags(argv: list[str]) -> list[str]:
-    """absl's parsing (unknown flags are an error), with `--help` exiting 0."""
-    _help_if_asked(argv)
-    return app.parse_flags_with_usage(argv)
+from data_prep import logs, options
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """The command's flags are parsed; the others are returned (after the program name) for Beam."""
-    _help_if_asked(argv)
+    logs.help_if_asked(argv)
     try:
         return flags.FLAGS(argv, known_only=True)
     except flags.Error as e:

@@ -1,4 +1,4 @@
-"""What a user sees: our progress and our errors, not the libraries' start-up notices.
+"""What a user sees: our progress and our errors, not the libraries' start-up notices; `--help` as a success.
 
 Each filter names the exact notice it drops; everything else (real warnings and errors
 included) still reaches stderr. TensorFlow 2.21 writes its start-up notices from C++
@@ -26,6 +26,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterator
 
+from absl import app
 from absl import logging as absl_logging
 
 # Start-up notices of TensorFlow's C++ runtime on every CPU-only machine.
@@ -203,3 +204,27 @@ def import_tensorflow_datasets() -> types.ModuleType:
     import tensorflow_datasets
 
     return tensorflow_datasets
+
+
+# absl's help flags (app.define_help_flags). absl exits 1 after printing the help, as after a usage error.
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def help_if_asked(argv: list[str]) -> None:
+    """A help flag prints absl's help (the __main__ module's docstring, then its flags) and exits 0: asking is not
+    an error. The help is given alone, so that any exit 1 can only be absl's after the help."""
+    args = argv[1:]
+    if "--" in args:
+        args = args[: args.index("--")]
+    asked = [arg for arg in args if arg in _HELP_FLAGS]
+    if asked:
+        with contextlib.suppress(SystemExit):
+            app.parse_flags_with_usage([argv[0], asked[0]])
+        sys.exit(0)
+
+
+def parse_all_flags(argv: list[str]) -> list[str]:
+    """absl's parsing (unknown flags are an error), with `--help` exiting 0: app.run's flags_parser for the commands
+    that pass no flags on to Beam (data_prep/cli.py parses those of the Beam jobs)."""
+    help_if_asked(argv)
+    return app.parse_flags_with_usage(argv)

@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from data_prep import cli
+from data_prep import logs
 
 # What kagglecatsanddogs_5340.zip holds beside PetImages/ (Microsoft's download of the Kaggle cats and dogs).
 DOWNLOAD_LOOSE_FILES = {
@@ -136,4 +136,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("output_dir", None, "Folder to create: the zip's folder, holding PetImages/.", required=True)
     flags.DEFINE_integer("images_per_class", 100, "Good images per class.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
-    app.run(main, flags_parser=cli.parse_all_flags)
+    app.run(main, flags_parser=logs.parse_all_flags)

@@ -3,14 +3,14 @@ under shorter names."""
 
 from __future__ import annotations
 
-from data_prep import cli
+import runpy
 
 
 def train_command() -> None:
     """imgcls-train: python -m trainer.main."""
-    cli.run_as_main("trainer.main")
+    runpy.run_module("trainer.main", run_name="__main__", alter_sys=True)  # As data_prep.cli.run_as_main.
 
 
 def predict_command() -> None:
     """imgcls-predict: python -m trainer.predict."""
-    cli.run_as_main("trainer.predict")
+    runpy.run_module("trainer.predict", run_name="__main__", alter_sys=True)

@@ -29,7 +29,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from data_prep import cli
+from data_prep import logs
 from trainer import api, config_fields, distribution, errors, models, preemption, train
 
 # Errors that mean bad input or environment: reported in one line, without a traceback.
@@ -130,4 +130,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     __doc__ = f"{__doc__}{configs_help()}"  # absl's --help prints __main__'s docstring.
     define_flags()
-    app.run(main, flags_parser=cli.parse_all_flags)
+    app.run(main, flags_parser=logs.parse_all_flags)

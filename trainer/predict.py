@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from data_prep import cli
+from data_prep import logs
 
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
@@ -113,4 +113,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=cli.parse_all_flags)
+    app.run(main, flags_parser=logs.parse_all_flags)
