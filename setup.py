@@ -26,6 +26,15 @@ setuptools.setup(
         "matplotlib>=3.8,<4",  # Learning-curve PNG.
         "tensorflow-hub>=0.16,<0.17",  # Beam's TensorFlow model handler (feature extraction) imports it.
     ],
+    # Each is `python -m <module>` under a shorter name (python -m keeps working).
+    entry_points={
+        "console_scripts": [
+            "imgcls-build = data_prep.cli:build_command",
+            "imgcls-extract-features = data_prep.cli:extract_features_command",
+            "imgcls-train = trainer.commands:train_command",
+            "imgcls-predict = trainer.commands:predict_command",
+        ]
+    },
     extras_require={
         "test": [
             "pytest>=8,<10",

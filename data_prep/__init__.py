@@ -1,5 +1,26 @@
-"""Apache Beam jobs that build TFDS-compatible TFRecord datasets from image folders and the Keras datasets."""
+"""Apache Beam jobs that build TFDS-compatible TFRecord datasets from image folders and the Keras datasets.
+
+The Python API (data_prep/api.py): `data_prep.build_dataset(...)` and `data_prep.extract_feature_dataset(...)`,
+the commands `python -m data_prep.build` and `python -m data_prep.extract_features` as functions. They are
+imported on first use: Beam workers and the trainer import this package, which must stay light.
+"""
+
+from typing import Any
 
 from data_prep import logs
 
 logs.hide_library_noise()
+
+__all__ = ["build_dataset", "extract_feature_dataset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from data_prep import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

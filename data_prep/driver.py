@@ -37,6 +37,8 @@ from data_prep import (
 )
 from data_prep.options import FOLDER_DATASETS, BuildOptions, UserError
 
+_log = logging.getLogger(__name__)
+
 
 def check_output(options: OutputSettings) -> None:
     """An existing output without --overwrite fails before the input is listed (which can take minutes on GCS)."""
@@ -172,6 +174,7 @@ def _metadata(source: Source, options: OutputSettings, outcome: results.Results)
             max_pixels=image.max_pixels if image else 0,
             max_examples_per_split=source.max_examples_per_split,
         ),
+        versions=schema.library_versions(),
         coarse_class_names=tuple(source.coarse_class_names) if source.coarse_class_names else None,
     )
 
@@ -228,7 +231,7 @@ def _folder_source(options: BuildOptions, beam_options: PipelineOptions, policy:
         if fixed_splits:
             subsets.check_fixed_splits(split_spec, (split for split, _ in labelled if split))
         subsets.check_listed(split_spec, listing.class_names, labelled)
-    logging.info(
+    _log.info(
         "%s: %d files, layout %s, classes %s",
         options.input_dir,
         len(listing.entries),
@@ -289,7 +292,7 @@ def _keras_source(options: BuildOptions, beam_options: PipelineOptions, policy: 
     except (ValueError, OSError, keras_formats.MalformedSourceError) as e:
         raise UserError(str(e)) from None
     if source.official is False:
-        logging.warning("%s differs from the official file (sha256 recorded in metadata.json).", source.path)
+        _log.warning("%s differs from the official file (sha256 recorded in metadata.json).", source.path)
     image_options = images.ImageOptions(resize_policy="none", image_format="png", channels=first_image.shape[-1])
 
     def read(p: beam.Pipeline, work_dir: str):
@@ -336,18 +339,18 @@ def check_counters(result: beam.runners.runner.PipelineResult, counts: dict[str,
     }
     got = {name: totals[name] for name in expected}
     if got == expected:
-        logging.info("Beam counters agree with the report: %s", ", ".join(f"{k}={v}" for k, v in got.items()))
+        _log.info("Beam counters agree with the report: %s", ", ".join(f"{k}={v}" for k, v in got.items()))
     else:
-        logging.warning("Beam counters %s differ from the report's counts %s", got, expected)
+        _log.warning("Beam counters %s differ from the report's counts %s", got, expected)
     return got
 
 
 def log_summary(output_dir: str, report: dict[str, Any]) -> None:
     counts = report["counts"]
-    logging.info("built %s: %s", output_dir, ", ".join(f"{k}={v}" for k, v in counts.items()))
-    logging.info("splits: %s", ", ".join(f"{k}={v}" for k, v in report["splits"].items()))
+    _log.info("built %s: %s", output_dir, ", ".join(f"{k}={v}" for k, v in counts.items()))
+    _log.info("splits: %s", ", ".join(f"{k}={v}" for k, v in report["splits"].items()))
     if "per_class" in report:
-        logging.info(
+        _log.info(
             "selected per class, of those available: %s",
             "; ".join(
                 f"{split} " + ", ".join(f"{name} {row['selected']} of {row['available']}" for name, row in rows.items())
@@ -355,6 +358,6 @@ def log_summary(output_dir: str, report: dict[str, Any]) -> None:
             ),
         )
     for item in report["rejected"][:20]:
-        logging.info("rejected %s: %s", item["path"], item["reason"])
+        _log.info("rejected %s: %s", item["path"], item["reason"])
     if len(report["rejected"]) > 20:
-        logging.info("... %d more rejected files in %s", len(report["rejected"]) - 20, schema.REPORT_FILE)
+        _log.info("... %d more rejected files in %s", len(report["rejected"]) - 20, schema.REPORT_FILE)

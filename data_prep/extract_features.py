@@ -1,4 +1,5 @@
-r"""Feature extraction as a Beam job: a built image dataset in, a dataset of a frozen base model's outputs out.
+r"""usage: python -m data_prep.extract_features --data_dir=DIR --output_dir=DIR [--weights=imagenet] [Beam flags]
+Writes a frozen base model's outputs for a built image dataset as a dataset (installed as imgcls-extract-features too).
 
   python -m data_prep.extract_features --data_dir=/data/catsdogs_small --output_dir=/data/catsdogs_small_vgg16 \
       [--weights=imagenet] [--input_size=150] [--precision=auto] [--augment_copies=K] [Beam flags]
@@ -10,6 +11,7 @@ labels, keys and file names; its metadata names the base, its weights file and s
 normalization and precision. With --augment_copies=K each training image also yields K augmented copies (the
 source's recorded policy, applied as the trainer applies it, deterministic from seed, key and copy). Writing,
 reconciling and committing are the image builds' own (driver.run). Other flags are Beam pipeline options.
+In Python: `data_prep.extract_feature_dataset(data_dir=..., output_dir=..., weights=...)` (data_prep/api.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,20 @@ import fsspec
 import numpy as np
 from absl import flags
 
-from data_prep import cli, driver, example_proto, logs, options, progress, results, runners, schema, splits, tfrecord
+from data_prep import (
+    api,
+    cli,
+    driver,
+    example_proto,
+    logs,
+    options,
+    progress,
+    results,
+    runners,
+    schema,
+    splits,
+    tfrecord,
+)
 from data_prep.examples import Example, ExampleInfo
 
 NORMALIZATION = "vgg16"  # What VGG16 expects (keras.applications.vgg16.preprocess_input).
@@ -355,29 +370,13 @@ def _define_flags() -> None:
     )
 
 
-def options_from_flags(argv: Sequence[str]) -> options.ExtractOptions:
-    """The parsed flags as one ExtractOptions; `argv[1:]` are the flags left for Beam."""
-    f = flags.FLAGS
-    return options.ExtractOptions(
-        data_dir=f.data_dir or "",
-        output_dir=f.output_dir or "",
-        overwrite=f.overwrite,
-        name=f.name,
-        base=f.base,
-        weights=f.weights,
-        input_size=f.input_size,
-        precision=f.precision,
-        batch_size=f.batch_size,
-        augment_copies=f.augment_copies,
-        seed=f.seed,
-        shard_size_mb=f.shard_size_mb,
-        num_shards=f.num_shards,
-        stall_timeout_s=f.stall_timeout_s,
-        beam_args=tuple(argv[1:]),
-    )
+def extract_from_flags(argv: Sequence[str]) -> dict[str, Any]:
+    """The command: the API with every flag by its name; `argv[1:]` are the flags left for Beam."""
+    values: dict[str, Any] = {name: flags.FLAGS[name].value for name in api.EXTRACT_SETTINGS if name != "beam_args"}
+    return api.extract_feature_dataset(**values, beam_args=argv[1:])
 
 
-main = cli.command(lambda argv: extract(options_from_flags(argv)))
+main = cli.command(extract_from_flags)
 
 if __name__ == "__main__":
     _define_flags()

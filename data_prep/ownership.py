@@ -20,6 +20,8 @@ import time
 
 import fsspec
 
+_log = logging.getLogger(__name__)
+
 OWNER_FILE = "_owner.json"
 HEARTBEAT_S = 60.0
 ABANDONED_AFTER_S = 15 * 60.0  # Many heartbeats: a slow file system or a paused VM does not lose a live build.
@@ -46,7 +48,7 @@ class Heartbeat:
             try:
                 self._write()
             except OSError as e:  # A missed beat is harmless; ABANDONED_AFTER_S spans many of them.
-                logging.warning("Could not refresh %s: %s", self._path, e)
+                _log.warning("Could not refresh %s: %s", self._path, e)
 
     def stop(self) -> None:
         """Stops beating and removes the owner file, which must not end up in the dataset. Idempotent."""
@@ -93,9 +95,9 @@ def remove_abandoned(fs: fsspec.AbstractFileSystem, pattern: str) -> list[str]:
     for directory in sorted(fs.glob(pattern)):
         reason = abandoned_reason(fs, directory)
         if reason is None:
-            logging.warning("%s belongs to a build that may still be running; left alone.", directory)
+            _log.warning("%s belongs to a build that may still be running; left alone.", directory)
             continue
         fs.rm(directory, recursive=True)
-        logging.warning("Removed %s, left by an interrupted build: %s.", directory, reason)
+        _log.warning("Removed %s, left by an interrupted build: %s.", directory, reason)
         removed.append(directory)
     return removed

@@ -18,6 +18,8 @@ from apache_beam.runners.runner import create_runner
 from data_prep import progress
 from data_prep.options import UserError
 
+_log = logging.getLogger(__name__)
+
 PROGRESS_INTERVAL_S = 10.0
 
 
@@ -124,7 +126,7 @@ class JobWatcher(threading.Thread):
         while not self._stopped.wait(PROGRESS_INTERVAL_S):
             self.done = progress.read_progress(self._work_dir)
             rate = self.done / (time.monotonic() - start)
-            logging.info(
+            _log.info(
                 "progress: %d / %d files (%.0f%%), %.1f files/s",
                 self.done,
                 self.total,
@@ -175,7 +177,7 @@ def wait_for_job(
             try:
                 result.cancel()
             except Exception as e:  # Best effort: the job service may be gone too; the build fails either way.
-                logging.warning("could not cancel the stalled job: %s", e)
+                _log.warning("could not cancel the stalled job: %s", e)
             raise JobStalled(
                 f"--runner={runner_name}: no file processed and no shard begun for {idle:.0f} s (--stall_timeout_s="
                 f"{stall_timeout_s:g}; {watcher.done} / {watcher.total} files done), job cancelled; check that its "

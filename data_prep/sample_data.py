@@ -1,4 +1,5 @@
-r"""Writes a small, learnable replica of the cats/dogs download offline, with the usual junk.
+r"""usage: python -m data_prep.sample_data --output_dir=DIR [--images_per_class=100] [--seed=0]
+Writes a small, learnable replica of the cats/dogs download offline, with the usual junk.
 
   python -m data_prep.sample_data --output_dir=/tmp/kagglecatsanddogs_5340 --images_per_class=200
 
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 from PIL import Image
+
+from data_prep import logs
 
 # What kagglecatsanddogs_5340.zip holds beside PetImages/ (Microsoft's download of the Kaggle cats and dogs).
 DOWNLOAD_LOOSE_FILES = {
@@ -133,4 +136,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("output_dir", None, "Folder to create: the zip's folder, holding PetImages/.", required=True)
     flags.DEFINE_integer("images_per_class", 100, "Good images per class.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
-    app.run(main)
+    app.run(main, flags_parser=logs.parse_all_flags)

@@ -11,6 +11,7 @@ reads them) and follow TFDS `cats_vs_dogs`: `image` (encoded bytes), `image/file
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,10 @@ if TYPE_CHECKING:  # Beam workers import this module: TensorFlow is imported onl
     import tensorflow as tf
 
 SCHEMA_VERSION = 1
+
+# The libraries a dataset's bytes depend on, by distribution name (metadata.json "versions"): Pillow encodes the
+# images (a rebuild is byte-identical under the same Pillow), TensorFlow computes features, Beam runs the job.
+LIBRARIES = ("pillow", "tensorflow", "apache-beam")
 
 # Feature keys.
 IMAGE = "image"  # Encoded image bytes (image datasets).
@@ -155,6 +160,11 @@ class BuildSettings:
     max_examples_per_split: int | None = None
 
 
+def library_versions() -> dict[str, str]:
+    """LIBRARIES' installed versions, for metadata.json; read from their distributions, so nothing is imported."""
+    return {name: importlib.metadata.version(name) for name in LIBRARIES}
+
+
 def _from_mapping(cls, values: Mapping[str, Any], **converters: Any):
     """A dataclass from a JSON object: every field required, lists to tuples, unknown fields refused; errors name
     the field (`splits: train: ...`)."""
@@ -215,6 +225,8 @@ class DatasetMetadata:
     statistics: Statistics | None  # Of the train split; None when it is empty.
     source: dict[str, Any]  # Provenance: input folder and layout, or source files and their sha256.
     build: BuildSettings
+    # LIBRARIES' versions at build time (library_versions()); None in files written before they were recorded.
+    versions: dict[str, str] | None = None
     coarse_class_names: tuple[str, ...] | None = None  # CIFAR-100's superclasses.
     features: FeatureSpec | None = None  # Feature datasets (records hold FEATURES); None for image datasets.
     schema_version: int = SCHEMA_VERSION
@@ -248,6 +260,7 @@ class DatasetMetadata:
             "statistics": lambda v: None if v is None else Statistics.from_dict(v),
             "source": dict,
             "build": lambda v: _from_mapping(BuildSettings, v),
+            "versions": lambda v: None if v is None else {str(k): str(version) for k, version in v.items()},
         }
         return _from_mapping(cls, values, **converters)
 

@@ -1,6 +1,8 @@
 """Shared fixtures: small generated raw folders and datasets built from them."""
 
+import contextlib
 import io
+import logging
 import os
 import platform
 import socket
@@ -168,3 +170,17 @@ def sample_dataset(sample_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("built") / "catsdogs"
     report = build_folder(sample_folder.parent, out)
     return out, report
+
+
+@contextlib.contextmanager
+def root_logger(*handlers, level=logging.WARNING):
+    """The root logger with only `handlers` and `level` (none and WARNING: as a fresh notebook kernel has it) while
+    it lasts; pytest's own capture handlers are put back before the test ends, which a monkeypatch would not do."""
+    saved, saved_level = logging.root.handlers, logging.root.level
+    logging.root.handlers = list(handlers)
+    logging.root.setLevel(level)
+    try:
+        yield
+    finally:
+        logging.root.handlers = saved
+        logging.root.setLevel(saved_level)

@@ -3,10 +3,13 @@
 import errno
 import logging
 import os
+import re
 import subprocess
 import sys
 
 from absl import logging as absl_logging
+from conftest import FAST_BEAM_ARGS, root_logger
+from PIL import Image
 
 from data_prep import logs
 
@@ -83,3 +86,100 @@ def test_out_of_space_is_recognised_however_a_runner_wraps_it():
         assert logs.is_out_of_space(wrapped)
     assert not logs.is_out_of_space(OSError(errno.EACCES, "Permission denied"))
     assert not logs.is_out_of_space(ValueError("bad"))
+
+
+def log_a_line_of_each():
+    logging.getLogger("data_prep.driver").info("data_prep info")
+    logging.getLogger("data_prep.runners").warning("data_prep warning")
+    absl_logging.info("trainer info")
+    logging.getLogger("apache_beam.runners").info("beam info")
+    logging.getLogger("urllib3").info("library info")
+
+
+def lines(text):
+    """The messages of the lines printed, whatever the format."""
+    return [re.split(r"\] |:(?=[^:]*$)", line)[-1] for line in text.splitlines()]
+
+
+def test_shown_prints_our_lines_once_where_nothing_would_and_restores_every_logger(capsys):
+    with root_logger(), logs.shown():
+        log_a_line_of_each()
+        logging.warning("a library's warning")  # The module's functions run logging.basicConfig(), as Beam's import.
+        logging.getLogger("data_prep.driver").info("data_prep info again")
+    err = capsys.readouterr().err
+    printed = lines(err)
+    assert printed.count("data_prep info") == printed.count("data_prep warning") == printed.count("trainer info") == 1
+    assert "beam info" not in printed and "library info" not in printed
+    assert "WARNING:root:a library's warning" in err and re.search(r"\nI\d{4} .*\] data_prep info again\n", err)
+    for name in (*logs.OUR_LOGGERS, "apache_beam"):
+        logger = logging.getLogger(name)
+        assert logger.level == logging.NOTSET and not logger.handlers and logger.propagate
+    with root_logger():
+        logging.getLogger("data_prep.driver").info("after")
+    assert "after" not in capsys.readouterr().err
+
+
+def test_shown_removes_the_root_handler_an_import_adds_and_keeps_the_users():
+    users = logging.StreamHandler()
+    for before in ([], [users]):
+        with root_logger(*before):
+            with logs.shown():
+                logging.basicConfig()  # As importing Beam does, where the root has no handler.
+                logging.root.addHandler(logging.NullHandler())
+            assert logging.root.handlers == before
+
+
+def test_shown_leaves_a_handler_that_prints_info_to_print_them(capsys):
+    """As under absl's app.run (its handler on the root, INFO shown): the command lines print each line once."""
+    absl_logging.get_absl_handler().activate_python_handler()  # Bound to sys.stderr: pytest's, here.
+    with root_logger(absl_logging.get_absl_handler(), level=logging.INFO), logs.shown():
+        assert not logging.getLogger("data_prep").handlers and not absl_logging.get_absl_logger().handlers
+        log_a_line_of_each()
+    printed = lines(capsys.readouterr().err)
+    assert printed.count("data_prep info") == printed.count("trainer info") == 1
+
+
+def test_shown_prints_only_what_a_users_warning_handler_does_not(capsys):
+    warnings_only = logging.StreamHandler(sys.stdout)
+    warnings_only.setLevel(logging.WARNING)
+    with root_logger(warnings_only), logs.shown():
+        log_a_line_of_each()
+    out, err = capsys.readouterr()
+    assert lines(out) == ["data_prep warning"] and lines(err) == ["data_prep info", "trainer info"]
+
+
+def test_shown_keeps_a_level_the_user_set_on_our_loggers(capsys):
+    logging.getLogger("data_prep").setLevel(logging.WARNING)
+    try:
+        with root_logger(), logs.shown():
+            log_a_line_of_each()
+    finally:
+        logging.getLogger("data_prep").setLevel(logging.NOTSET)
+    printed = lines(capsys.readouterr().err)
+    assert "data_prep info" not in printed and "data_prep warning" in printed and "trainer info" in printed
+
+
+def test_the_build_command_prints_each_line_once(tmp_path):
+    """app.run shows INFO through absl's handler; the API under it adds nothing."""
+    for name in ("Cat/a.png", "Dog/b.png"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), "red" if "Cat" in name else "blue").save(tmp_path / "in" / name)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_prep.build",
+            "--dataset=catsdogs",
+            f"--input_dir={tmp_path / 'in'}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--image_size=32",
+            *FAST_BEAM_ARGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count(f"] built {tmp_path / 'out'}: files_seen=2") == 1, result.stderr[-3000:]
+    assert result.stderr.count("] splits: ") == 1

@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from multiworker_train import make_config
 
-from trainer import config_fields, distribution, errors, input_pipeline, main, models, train
+from trainer import api, config_fields, distribution, errors, input_pipeline, main, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(
@@ -99,13 +99,13 @@ def test_short_flags_come_from_the_field_table(parse):
 
 
 def test_only_user_errors_become_one_line(monkeypatch, parse):
-    monkeypatch.setattr(main, "resolve_config", lambda: None)
+    monkeypatch.setattr(main, "resolve_config", lambda: make_config("/m", mode="train"))
 
     def fail_with(error):
         def run(config):
             raise error
 
-        monkeypatch.setattr(train, "run", run)
+        monkeypatch.setattr(api, "train_model", run)
 
     fail_with(errors.UserError("the dataset has 1 class"))
     with pytest.raises(SystemExit, match="^error: the dataset has 1 class$"):
@@ -113,6 +113,16 @@ def test_only_user_errors_become_one_line(monkeypatch, parse):
     fail_with(ValueError("a bug"))  # Not bad input: keeps its traceback.
     with pytest.raises(ValueError, match="a bug"):
         main.main(["trainer.main"])
+
+
+def test_the_command_is_the_api_by_mode(monkeypatch):
+    calls = []
+    monkeypatch.setattr(api, "train_model", lambda config: calls.append(("train_model", config.mode)))
+    monkeypatch.setattr(api, "evaluate_model", lambda config: calls.append(("evaluate_model", config.mode)))
+    for mode in ("train_and_eval", "train", "eval"):
+        monkeypatch.setattr(main, "resolve_config", lambda mode=mode: make_config("/m", mode=mode))
+        main.main(["trainer.main"])
+    assert calls == [("train_model", "train_and_eval"), ("train_model", "train"), ("evaluate_model", "eval")]
 
 
 def test_unset_flags_keep_the_config_values(parse):

@@ -1,4 +1,5 @@
-r"""Trains and evaluates an image classifier on a dataset built by data_prep.
+r"""usage: python -m trainer.main --config=configs/NAME.py --data_dir=DIR --model_dir=DIR [--epochs=N] [flags]
+Trains and evaluates an image classifier on a dataset built by data_prep (installed as imgcls-train too).
 
   python -m trainer.main --config=configs/catsdogs_vgg16.py --data_dir=DATA --model_dir=RUN \
       [--strategy=mirrored] [--mixed_precision=auto] [--epochs=N] [--config.fine_tune.epochs=M]
@@ -6,7 +7,8 @@ r"""Trains and evaluates an image classifier on a dataset built by data_prep.
 Any config field can be set as `--config.<field>=<value>`; the most used also as a short flag
 (`--epochs=N`, defined from trainer/config_fields.py). A short flag and `--config.` of the same
 field given with different values is an error. The resolved config is validated once and
-written to MODEL_DIR/config.json.
+written to MODEL_DIR/config.json. In Python: `trainer.train_model(CONFIG, data_dir=..., epochs=...)`,
+`trainer.evaluate_model(...)` (trainer/api.py), which this command calls.
 
 Rerunning the same command continues from MODEL_DIR's latest checkpoint. Exit codes:
 0 done; 1 bad input (errors.UserError and the others of USER_ERRORS), or a NaN/Inf loss (one
@@ -16,6 +18,9 @@ SIGTERM after saving: restart it. Any other exception is a bug and keeps its tra
 
 from __future__ import annotations
 
+import ast
+import glob
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +29,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from trainer import config_fields, distribution, errors, models, preemption, train
+from data_prep import logs
+from trainer import api, config_fields, distribution, errors, models, preemption, train
 
 # Errors that mean bad input or environment: reported in one line, without a traceback.
 USER_ERRORS = (
@@ -89,11 +95,31 @@ def resolve_config(flag_values: flags.FlagValues = flags.FLAGS) -> ml_collection
     return config
 
 
+def configs_help() -> str:
+    """The configs in configs/, each with its docstring's first line, as --help lists them; paths as --config takes
+    them from the current directory."""
+    import configs
+
+    lines = ["", "configs (--config=PATH):"]
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(configs.__file__), "*.py"))):
+        if os.path.basename(path) == "__init__.py":
+            continue
+        with open(path) as f:
+            summary = (ast.get_docstring(ast.parse(f.read())) or "").split("\n")[0]
+        shown = os.path.relpath(path)
+        lines.append(f"  {path if shown.startswith('..') else shown}: {summary}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        train.run(resolve_config())
+        config = resolve_config()
+        if config.mode == "eval":
+            api.evaluate_model(config)
+        else:
+            api.train_model(config)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     except preemption.Preempted as e:  # A distinct code, so that a job scheduler restarts the command.
@@ -102,5 +128,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    __doc__ = f"{__doc__}{configs_help()}"  # absl's --help prints __main__'s docstring.
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=logs.parse_all_flags)

@@ -1,4 +1,7 @@
-"""Classifies image files with a model exported by training; needs only TensorFlow and the export.
+"""usage: python -m trainer.predict --model=RUN/export/saved_model IMAGE_OR_FOLDER... [--top_k=3] [--output=json]
+Classifies image files with a model exported by training (installed as imgcls-predict too).
+
+Needs only TensorFlow and the export. In Python: `trainer.load_export(path)` (trainer/api.py).
 
   python -m trainer.predict --model=RUN/export/saved_model cat.jpg dog.png photos/ [--top_k=3] [--output=json]
 
@@ -28,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from data_prep import walk
+from data_prep import logs, walk
 
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
@@ -153,4 +156,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=logs.parse_all_flags)
