@@ -1,6 +1,7 @@
 """Feature extraction with Beam's RunInference: a built image dataset in, the frozen base's outputs out, each one what
 the trainer's own preprocessing and base compute for that image."""
 
+import glob
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import tensorflow_datasets as tfds
 from conftest import FAST_BEAM_ARGS, build_folder
 from folder_files import write_photos
 
-from data_prep import extract_features, options, schema
+from data_prep import extract_features, options, progress, results, schema
 from trainer import distribution, input_pipeline, models
 
 SIZE = 32  # VGG16's smallest input: the base's output is 1x1x512.
@@ -176,6 +177,28 @@ def test_tfds_pairs_features_with_labels_as_supervised(images, weights, tmp_path
     assert builder.info.supervised_keys == (schema.FEATURES, schema.LABEL)
     features, label = next(iter(tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True))))
     assert features.shape == (1, 1, 512) and label in (0, 1)
+
+
+def test_progress_counts_a_source_record_once_the_base_has_run(images, weights, tmp_path, monkeypatch):
+    """The records are all read before the first batch (a GroupByKey makes the batches): counted when read, the
+    progress stood at the total through the whole extraction. Copies made here are not in the total."""
+    at_base, at_end = [], []
+    extractor_call, read_results = extract_features._Extractor.__call__, results.read_results
+
+    def base(self, batch):
+        work_dirs = glob.glob(str(tmp_path / ".features.incomplete-*" / "_work"))
+        at_base.append(sum(progress.read_progress(work_dir) for work_dir in work_dirs))
+        return extractor_call(self, batch)
+
+    def results_after_the_job(work_dir):
+        at_end.append(progress.read_progress(work_dir))
+        return read_results(work_dir)
+
+    monkeypatch.setattr(extract_features._Extractor, "__call__", base)
+    monkeypatch.setattr(results, "read_results", results_after_the_job)
+    report = extract(images, tmp_path / "features", weights, augment_copies=1, batch_size=3)
+    assert len(at_base) > 1 and at_base[0] == 0
+    assert at_end == [report["counts"]["files_seen"]]
 
 
 @pytest.mark.slow
