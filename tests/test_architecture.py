@@ -8,8 +8,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("data_prep", "trainer", "configs")
-# What the trainer may import from data_prep: the dataset contract and the library-notice filters.
-TRAINER_MAY_IMPORT = {"data_prep", "data_prep.schema", "data_prep.logs"}
+# What the trainer may import from data_prep: the dataset contract, the library-notice filters and the progress display.
+TRAINER_MAY_IMPORT = {"data_prep", "data_prep.schema", "data_prep.logs", "data_prep.display"}
 
 
 def module_name(path: pathlib.Path) -> str:
