@@ -140,7 +140,7 @@ def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) 
         raise
     log_summary(options.output_dir, report)
     if source.max_examples_per_split:
-        logging.warning(
+        _log.warning(
             "%s is a smoke build: at most %d examples per split (--max_examples_per_split, recorded in %s).",
             options.output_dir,
             source.max_examples_per_split,

@@ -90,8 +90,7 @@ def extract(settings: options.ExtractOptions) -> dict[str, Any]:
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadRecords" >> beam.FlatMapTuple(_read_shard)
             | "SpreadRecords" >> beam.Reshuffle()
-            | "Pending"
-            >> beam.ParDo(_PendingImages(source.augmentation, settings.augment_copies, settings.seed, work_dir))
+            | "Pending" >> beam.ParDo(_PendingImages(source.augmentation, settings.augment_copies, settings.seed))
         )
         items = source.split_sizes.get("train", 0) * settings.augment_copies + sum(source.split_sizes.values())
         groups = max(1, math.ceil(items / (settings.batch_size * _BATCHES_PER_GROUP)))
@@ -102,7 +101,7 @@ def extract(settings: options.ExtractOptions) -> dict[str, Any]:
             | "Batches" >> beam.FlatMapTuple(lambda _, group: _batches(group, settings.batch_size))
         )
         base = _run_base(source, spec, settings.weights, settings.seed)
-        return batches | "Base" >> base | "ToExamples" >> beam.FlatMap(_to_examples), []
+        return batches | "Base" >> base | "ToExamples" >> beam.ParDo(_ToExamples(work_dir)), []
 
     return driver.run(
         driver.Source(
@@ -171,11 +170,10 @@ class _PendingImages(beam.DoFn):
     """A source record in; its encoded image (and, for a training image, K copies to augment) out, keyed by what
     the output record needs. Only encoded bytes travel to the base: it decodes, resizes and augments in batches."""
 
-    def __init__(self, policy: schema.AugmentationPolicy, copies: int, seed: int, work_dir: str):
-        self._policy, self._copies, self._seed, self._work_dir = policy, copies, seed, work_dir
+    def __init__(self, policy: schema.AugmentationPolicy, copies: int, seed: int):
+        self._policy, self._copies, self._seed = policy, copies, seed
 
     def setup(self):
-        self._progress = progress.Progress(self._work_dir)
         self._files_seen = beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, "files_seen")
         self._augmented = beam.metrics.Metrics.counter(results.METRICS_NAMESPACE, "augmented")
 
@@ -198,7 +196,6 @@ class _PendingImages(beam.DoFn):
         coarse_label = coarse[0] if coarse else None
         original = _Pending(info, coarse_label, info.source_key or "", json.loads(params) if params else None)
         image = feature[schema.IMAGE].bytes_list.value[0]
-        self._progress.add()
         self._files_seen.inc()
         yield original, (image, None)
         if split != "train":
@@ -316,9 +313,25 @@ def _features_of(
     return [PredictionResult(batch, extractor([image for _, image in batch]), model_id) for batch in batches]
 
 
-def _to_examples(prediction: Any) -> Iterator[Example]:
-    for (pending, _), features in zip(prediction.example, prediction.inference, strict=True):
-        yield _to_example(pending, features)
+class _ToExamples(beam.DoFn):
+    """A batch's features to output examples. Progress counts source records here, once the base has run: the
+    records are all read before the first batch (a GroupByKey makes the batches), so counted there they would
+    reach the total in seconds and then stand still through the extraction."""
+
+    def __init__(self, work_dir: str):
+        self._work_dir = work_dir
+
+    def setup(self):
+        self._progress = progress.Progress(self._work_dir)
+
+    def process(self, prediction: Any) -> Iterator[Example]:
+        for (pending, (_, copy)), features in zip(prediction.example, prediction.inference, strict=True):
+            if copy is None:  # A source record; the copies made here are not in the total.
+                self._progress.add()
+            yield _to_example(pending, features)
+
+    def finish_bundle(self):
+        self._progress.flush()
 
 
 def _to_example(pending: _Pending, features: np.ndarray) -> Example:

@@ -6,21 +6,26 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 import apache_beam as beam
+import tqdm
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import create_runner
 
-from data_prep import progress
+from data_prep import display, progress
 from data_prep.options import UserError
 
 _log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 10.0
+PROGRESS_INTERVAL_S = 10.0  # Between progress lines; also how often a stall is checked.
+BAR_INTERVAL_S = 2.0  # Between redraws of a bar (workers write their counts every progress.Progress.INTERVAL_S).
+# Workers' counts are up to progress.Progress.INTERVAL_S old: an ETA from the first seconds of work was off by hours.
+ETA_AFTER_S = 2 * progress.Progress.INTERVAL_S
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "SwitchingDirectRunner")  # Runner classes, as Beam resolves --runner.
@@ -110,32 +115,64 @@ def check_dataflow_options(options: dict[str, Any]) -> None:
 
 
 class JobWatcher(threading.Thread):
-    """Logs done/total and the rate every PROGRESS_INTERVAL_S while the pipeline runs, and notes when it last saw
-    the job do work (a file processed, a shard begun), which tells a stalled job from a slow one."""
+    """Shows done/total, the rate and the ETA while the pipeline runs: a bar redrawn every BAR_INTERVAL_S where
+    `stream` (stderr) shows one live (a terminal, a notebook), else a log line every PROGRESS_INTERVAL_S. Notes when
+    it last saw the job do work (a file processed, a shard begun), which tells a stalled job from a slow one."""
 
-    def __init__(self, work_dir: str, output_dir: str, total: int):
+    def __init__(
+        self,
+        work_dir: str,
+        output_dir: str,
+        total: int,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         super().__init__(daemon=True)
-        self._work_dir, self._output_dir, self.total = work_dir, output_dir, total
+        self._work_dir, self._output_dir, self.total, self._clock = work_dir, output_dir, total, clock
+        self._stream = sys.stderr if stream is None else stream
         self._stopped = threading.Event()  # Not `_stop`: threading.Thread._stop is called on every fork.
         self.done = 0
         self._work = (0, 0)  # (files processed, shard files begun)
         self._seen = (-math.inf, -math.inf)  # (last look, last change), time.monotonic(): one tuple, read atomically.
+        self._since = clock()  # The last look that saw no file done: the rate and the ETA count from there.
+        self._live = display.live(self._stream)
+        self._bar: tqdm.tqdm | None = None
 
     def run(self):
-        start = time.monotonic()
-        while not self._stopped.wait(PROGRESS_INTERVAL_S):
-            self.done = progress.read_progress(self._work_dir)
-            rate = self.done / (time.monotonic() - start)
-            _log.info(
-                "progress: %d / %d files (%.0f%%), %.1f files/s",
-                self.done,
-                self.total,
-                100 * self.done / max(self.total, 1),
-                rate,
-            )
-            work, now = (self.done, progress.count_shard_files(self._output_dir)), time.monotonic()
-            self._seen = (now, now if work != self._work else self._seen[1])
-            self._work = work
+        try:
+            while not self._stopped.wait(BAR_INTERVAL_S if self._live else PROGRESS_INTERVAL_S):
+                self.look()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    def look(self) -> None:
+        """Reads the work done so far and shows it."""
+        self.done, shards = progress.read_progress(self._work_dir), progress.count_shard_files(self._output_dir)
+        now = self._clock()
+        if not self.done:
+            self._since = now  # Workers starting (minutes on Dataflow) would make the rate look low for long.
+        seconds = now - self._since
+        rate = self.done / max(seconds, 1e-9)
+        if self.done >= self.total:
+            status = f"{rate:.1f} files/s; {shards} shard files begun"  # What remains: dedupe, shards.
+        elif not self.done:
+            status = "waiting for the first file"
+        elif seconds < ETA_AFTER_S:
+            status = f"{rate:.1f} files/s"
+        else:
+            status = f"{rate:.1f} files/s, ETA {display.eta(self.total - self.done, rate)}"
+        if self._live:
+            if self._bar is None:
+                self._bar = display.bar(self._stream, self.total, "progress")
+            self._bar.n = self.done
+            self._bar.set_postfix_str(status)  # Redrawn at every look (seconds apart).
+        else:
+            percent = 100 * self.done / max(self.total, 1)
+            _log.info("progress: %d / %d files (%.0f%%), %s", self.done, self.total, percent, status)
+        work = (self.done, shards)
+        self._seen = (now, now if work != self._work else self._seen[1])
+        self._work = work
 
     def idle_s(self, since: float) -> float:
         """How long the job was seen doing no work, counting from `since` at the earliest; never more than seen."""
@@ -143,7 +180,10 @@ class JobWatcher(threading.Thread):
         return looked - max(since, changed)
 
     def stop(self):
+        """Stops looking. A bar is cleared first (within a look's time), so the line logged next takes its place."""
         self._stopped.set()
+        if self._live and self.is_alive():
+            self.join(timeout=PROGRESS_INTERVAL_S)  # Bounded: a look that hangs on a file system must not hang us.
 
 
 class JobStalled(UserError):

@@ -8,9 +8,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("data_prep", "trainer", "configs")
-# What the trainer may import from data_prep: the dataset contract, the library-notice filters, and which files of a
-# folder are read (trainer.predict reads a folder as data_prep does).
-TRAINER_MAY_IMPORT = {"data_prep", "data_prep.schema", "data_prep.logs", "data_prep.walk"}
+# What the trainer may import from data_prep: the dataset contract, the library-notice filters, the progress display,
+# and which files of a folder are read (trainer.predict reads a folder as data_prep does).
+TRAINER_MAY_IMPORT = {"data_prep", "data_prep.schema", "data_prep.logs", "data_prep.display", "data_prep.walk"}
 
 
 def module_name(path: pathlib.Path) -> str:

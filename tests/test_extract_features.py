@@ -1,6 +1,7 @@
 """Feature extraction with Beam's RunInference: a built image dataset in, the frozen base's outputs out, each one what
 the trainer's own preprocessing and base compute for that image."""
 
+import glob
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import tensorflow_datasets as tfds
 from conftest import FAST_BEAM_ARGS, build_folder
 from folder_files import write_photos
 
-from data_prep import extract_features, options, schema
+from data_prep import extract_features, options, progress, results, schema
 from trainer import distribution, input_pipeline, models
 
 SIZE = 32  # VGG16's smallest input: the base's output is 1x1x512.
@@ -184,6 +185,28 @@ def test_the_features_of_a_smoke_build_are_marked_as_one(weights, tmp_path):
     extract(tmp_path / "smoke", tmp_path / "features", weights)
     metadata = schema.DatasetMetadata.read(str(tmp_path / "features"))
     assert metadata.build.max_examples_per_split == 2 and metadata.split_sizes == {"train": 2, "test": 2}
+
+
+def test_progress_counts_a_source_record_once_the_base_has_run(images, weights, tmp_path, monkeypatch):
+    """The records are all read before the first batch (a GroupByKey makes the batches): counted when read, the
+    progress stood at the total through the whole extraction. Copies made here are not in the total."""
+    at_base, at_end = [], []
+    extractor_call, read_results = extract_features._Extractor.__call__, results.read_results
+
+    def base(self, batch):
+        work_dirs = glob.glob(str(tmp_path / ".features.incomplete-*" / "_work"))
+        at_base.append(sum(progress.read_progress(work_dir) for work_dir in work_dirs))
+        return extractor_call(self, batch)
+
+    def results_after_the_job(work_dir):
+        at_end.append(progress.read_progress(work_dir))
+        return read_results(work_dir)
+
+    monkeypatch.setattr(extract_features._Extractor, "__call__", base)
+    monkeypatch.setattr(results, "read_results", results_after_the_job)
+    report = extract(images, tmp_path / "features", weights, augment_copies=1, batch_size=3)
+    assert len(at_base) > 1 and at_base[0] == 0
+    assert at_end == [report["counts"]["files_seen"]]
 
 
 @pytest.mark.slow

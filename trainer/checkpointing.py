@@ -116,3 +116,16 @@ def best_or_latest_checkpoint(model_dir: str) -> str | None:
     """The best model's checkpoint if best-model tracking ran, else the latest; restore with
     `tf.train.Checkpoint(model=model).restore(path).expect_partial()`."""
     return tf.train.latest_checkpoint(tf.io.gfile.join(model_dir, BEST_SUBDIR)) or latest_checkpoint(model_dir)
+
+
+def finished_at(model_dir: str, num_phases: int) -> tuple[int, int] | None:
+    """(epoch, step) at which the run in model_dir ended its last phase, from its latest checkpoint; None if it has
+    not (or has no checkpoint). Rerunning such a run trains nothing."""
+    path = latest_checkpoint(model_dir)
+    if path is None:
+        return None
+    reader = tf.train.load_checkpoint(path)
+    epoch, step, phase = (
+        int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")) for name in ("epoch", "step", "phase")
+    )
+    return (epoch, step) if phase >= num_phases else None

@@ -164,6 +164,13 @@ FIELDS = (
         "XLA cannot hold the cross-replica sum). Not with synchronized BatchNorm on several replicas.",
     ),
     Field("steps_per_loop", 100, "Training steps per tf.function call (capped by the epoch length).", rule=POSITIVE),
+    Field(
+        "progress_every_s",
+        30.0,
+        "Seconds between progress lines within an epoch when stderr is neither a terminal nor a notebook (there: "
+        "a bar, moved after every steps_per_loop steps); chief only; 0: neither.",
+        rule=NOT_NEGATIVE,
+    ),
     # Data (trainer/input_pipeline.py).
     Field("image_size", (224, 224), "(height, width) the images are resized to.", rule=IMAGE_SIZE),
     Field(

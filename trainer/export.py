@@ -20,7 +20,8 @@ ends in `_bytes`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -105,7 +106,20 @@ def export_model(
         predict.SIGNATURE, serve, input_signature=[tf.TensorSpec([None], tf.string, name=predict.INPUT)]
     )
     saved_model_dir = tf.io.gfile.join(export_dir, SAVED_MODEL_SUBDIR)
-    archive.write_out(saved_model_dir, verbose=False)
+    with _absl_level_kept():
+        archive.write_out(saved_model_dir, verbose=False)
     model.save(tf.io.gfile.join(export_dir, KERAS_FILE))
-    logging.info("Exported %s (serving signature on encoded images) and %s.", saved_model_dir, KERAS_FILE)
     return saved_model_dir
+
+
+@contextlib.contextmanager
+def _absl_level_kept() -> Iterator[None]:
+    """TensorFlow's SavedModel writer (AutoTrackable._trackable_children) sets absl's verbosity to FATAL and then to
+    the --verbosity flag's value, which outside absl.app.run (tests, notebooks) is WARNING: every INFO line after an
+    export, the one saying it was exported included, would be lost."""
+    logger = logging.get_absl_logger()
+    level = logger.level
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -7,6 +7,7 @@ config; `train_and_evaluate` takes a strategy and a `Data` directly (tests, othe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -27,6 +28,7 @@ from trainer import (
     input_pipeline,
     models,
     preemption,
+    progress,
     steps,
     summaries,
 )
@@ -90,9 +92,10 @@ def run(config: ml_collections.ConfigDict) -> tuple[keras.Model, list[dict[str, 
         precision.policy,
         f" ({precision.reason})" if precision.reason else "",
     )
+    finished = checkpointing.finished_at(config.model_dir, len(phases(config))) if config.mode != "eval" else None
     model, records = train_and_evaluate(config, strategy, load_data(config))
     if config.mode != "eval" and distribution.is_chief(strategy):
-        _export_best_model(config, model)
+        _export_best_model(config, model, finished)
     return model, records
 
 
@@ -207,20 +210,37 @@ def _evaluate_checkpoint(
     }
 
 
-def _export_best_model(config: ml_collections.ConfigDict, model: keras.Model) -> None:
-    """Exports for serving the model --mode=eval evaluates by default (restored into `model`)."""
+def _export_best_model(
+    config: ml_collections.ConfigDict, model: keras.Model, finished: tuple[int, int] | None = None
+) -> None:
+    """Exports for serving the model --mode=eval evaluates by default (restored into `model`), and says so in one
+    line, which for a run that had `finished` (epoch, step) before this call says that nothing was trained."""
+    rerun = (
+        f"{config.model_dir} already finished at step {finished[1]} (epoch {finished[0]}): nothing to train; "
+        if finished
+        else ""
+    )
     info = _open_dataset(config.data_dir)
     if not features.servable(info):
         logging.warning(
-            "Not exported: the features in %s come from a randomly initialised base, which was not saved.",
+            "%snot exported: the features in %s come from a randomly initialised base, which was not saved.",
+            rerun,
             config.data_dir,
         )
         return
     path = checkpointing.best_or_latest_checkpoint(config.model_dir)
     if path:  # None after zero epochs.
         _restore_model(model, path)
-    export.export_model(
+    saved_model = export.export_model(
         model, tf.io.gfile.join(config.model_dir, export.EXPORT_SUBDIR), info, config.image_size, config.normalization
+    )
+    logging.info(
+        "%s%s %s (serving signature on encoded images) and %s from %s.",
+        rerun,
+        "re-exported" if rerun else "Exported",
+        saved_model,
+        export.KERAS_FILE,
+        path or "the initial model",
     )
 
 
@@ -278,6 +298,7 @@ class _Training:
         )
         self.any_worker = _make_any_worker(strategy)
         self.stop = preemption.StopRequest()
+        self.progress = progress.EpochProgress(config.progress_every_s if is_chief else 0.0)
 
     @property
     def _step(self) -> int:
@@ -285,13 +306,14 @@ class _Training:
 
     def _check_resumable(self) -> None:
         state, steps_per_epoch = self.state, self.data.train_steps_per_epoch
-        logging.info(
-            "Resuming from %s: phase %d, epoch %d, step %d.",
-            self.restored,
-            int(state.phase.numpy()),
-            int(state.epoch.numpy()),
-            self._step,
-        )
+        if int(state.phase.numpy()) < len(self.phases):  # A finished run says so when it exports (_export_best_model).
+            logging.info(
+                "Resuming from %s: phase %d, epoch %d, step %d.",
+                self.restored,
+                int(state.phase.numpy()),
+                int(state.epoch.numpy()),
+                self._step,
+            )
         steps_into_epoch, phase = state.steps_into_epoch(steps_per_epoch), int(state.phase.numpy())
         if not 0 <= steps_into_epoch <= steps_per_epoch or phase > len(self.phases):
             raise UserError(
@@ -347,8 +369,18 @@ class _Training:
             len(self.model.trainable_variables),
         )
         while int(self.state.phase.numpy()) == index:
-            images_per_second = self._run_epoch(phase, train_loop, optimizer, manager)
+            with self._epoch_progress(phase):
+                images_per_second = self._run_epoch(phase, train_loop, optimizer, manager)
             self._end_epoch(index, phase, optimizer, manager, images_per_second)
+
+    def _epoch_progress(self, phase: Phase) -> contextlib.AbstractContextManager[None]:
+        state = self.state
+        return self.progress.epoch(
+            f"epoch {int(state.epoch.numpy()) + 1}/{self.total_epochs} ({phase.name})",
+            state.steps_into_epoch(self.data.train_steps_per_epoch),
+            self.data.train_steps_per_epoch,
+            {key: float(getattr(state, f"epoch_{key}").numpy()) for key in progress.SUMS},
+        )
 
     def _run_epoch(
         self,
@@ -379,6 +411,7 @@ class _Training:
             ):
                 variable.assign_add(totals[key])
             count += totals["count"]
+            self.progress.update(done + num_steps, totals)
             self.summaries.train(
                 self._step,
                 {
