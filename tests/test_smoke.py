@@ -69,6 +69,10 @@ def test_a_smoke_build_keeps_the_first_n_of_each_split_by_content_hash_and_repor
     with caplog.at_level(logging.WARNING):
         input_pipeline.open_dataset(str(out))
     assert f"{out} is a smoke build (--max_examples_per_split=5), not the whole input." in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        input_pipeline.open_dataset(str(out), warn_if_smoke=False)  # The export's read, after training's.
+    assert "smoke build" not in caplog.text
 
 
 def placement(out, report, split_names):

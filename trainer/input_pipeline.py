@@ -84,16 +84,17 @@ class DatasetInfo:
         return self.metadata.shard_paths(self.data_dir, split)
 
 
-def open_dataset(data_dir: str, *, verify_records: bool = False) -> DatasetInfo:
+def open_dataset(data_dir: str, *, verify_records: bool = False, warn_if_smoke: bool = True) -> DatasetInfo:
     """Reads metadata.json and checks, from one directory listing, that every listed shard
     is there, non-empty if it should hold records, and that each split's shards add up to
     the bytes recorded (a truncated shard is then found and named by reading that split).
 
     With `verify_records`, also reads every shard once to count its records (a full
-    pass over the data; also catches shards whose counts alone are wrong).
+    pass over the data; also catches shards whose counts alone are wrong). A smoke build is said once per run:
+    the reads after the training's (e.g. the export's) pass `warn_if_smoke=False`.
     """
     info = DatasetInfo(data_dir, schema.DatasetMetadata.read(data_dir))
-    if (n := info.metadata.build.max_examples_per_split) is not None:
+    if warn_if_smoke and (n := info.metadata.build.max_examples_per_split) is not None:
         logging.warning("%s is a smoke build (--max_examples_per_split=%d), not the whole input.", data_dir, n)
     _check_shard_files(info)
     if verify_records:

@@ -148,10 +148,10 @@ def _check_model_inputs(info: input_pipeline.DatasetInfo, model_name: str) -> No
         )
 
 
-def _open_dataset(data_dir: str) -> input_pipeline.DatasetInfo:
+def _open_dataset(data_dir: str, *, warn_if_smoke: bool = True) -> input_pipeline.DatasetInfo:
     """The dataset reader raises ValueError for a directory that does not match its metadata.json: bad input."""
     try:
-        return input_pipeline.open_dataset(data_dir)
+        return input_pipeline.open_dataset(data_dir, warn_if_smoke=warn_if_smoke)
     except ValueError as e:
         raise UserError(str(e)) from e
 
@@ -220,7 +220,7 @@ def _export_best_model(
         if finished
         else ""
     )
-    info = _open_dataset(config.data_dir)
+    info = _open_dataset(config.data_dir, warn_if_smoke=False)  # Said when the data was loaded.
     if not features.servable(info):
         logging.warning(
             "%snot exported: the features in %s come from a randomly initialised base, which was not saved.",
