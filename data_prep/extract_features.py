@@ -126,6 +126,10 @@ def feature_spec(settings: options.ExtractOptions) -> schema.FeatureSpec:
     """The spec of the features `settings` make: the weights file is found and hashed, the output shape computed."""
     from trainer import models
 
+    if settings.weights == "none":  # The trainer's random base: its features would describe nothing, unreproducibly.
+        raise options.UserError(
+            "--weights=none: feature extraction needs the base's weights; give --weights=imagenet or a weights file"
+        )
     try:
         weights = models.vgg16_weights_file(settings.weights)
     except (FileNotFoundError, models.MissingWeightsError) as e:

@@ -44,7 +44,12 @@ _TENSORFLOW_NOTICES = re.compile(
 # With no NVIDIA driver on the machine, CUDA's initialisation fails as expected; with one, it is a real error.
 _NO_GPU_NOTICE = re.compile(r"\] failed call to cuInit: ")
 _TF_DATA_OPTIONS_WARNING = "To make it possible to preserve tf.data options across serialization boundaries"
-_BEAM_NOTICE = "apitools not found, and bigquery client libraries are not available"
+_BEAM_NOTICES = (
+    "apitools not found, and bigquery client libraries are not available",
+    # RunInference's, per batch, when its optional torch-based model manager fails to import (Beam then drops
+    # `resource` too): the memory metric is missing, nothing else.
+    "Resource module is not available for current platform",
+)
 # Libraries whose INFO lines through absl's logger ("Sharding callback duration", "Writing fingerprint") are dropped;
 # their warnings and errors are kept.
 _CHATTY_LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
@@ -62,7 +67,7 @@ def is_out_of_space(error: BaseException | None) -> bool:
 
 
 def _not_beam_notice(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(_BEAM_NOTICE)
+    return not record.getMessage().startswith(_BEAM_NOTICES)
 
 
 def _not_reraised_out_of_space(record: logging.LogRecord) -> bool:

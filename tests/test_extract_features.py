@@ -161,6 +161,8 @@ def test_a_missing_source_weights_file_or_imagenet_offline_is_one_clear_line(ima
         extract(tmp_path / "nothing", tmp_path / "out", weights)
     with pytest.raises(options.UserError, match="weights file /no/such.h5 does not exist"):
         extract(images, tmp_path / "out", "/no/such.h5")
+    with pytest.raises(options.UserError, match="--weights=none: feature extraction needs the base's weights"):
+        extract(images, tmp_path / "out", "none")
 
     def offline(weights):
         raise models.MissingWeightsError("... pass a local path with --config.model.weights=/path/to/w.h5.")

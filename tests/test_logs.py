@@ -73,6 +73,18 @@ def test_tensorflow_info_lines_are_dropped_and_ours_kept(caplog):
     assert [(r.getMessage(), r.filename) for r in caplog.records] == [("ours", "test_logs.py")]
 
 
+def test_beams_misleading_resource_warning_is_dropped_and_other_warnings_kept(caplog, monkeypatch):
+    """RunInference warns per batch that `resource` is missing when only its optional torch import failed."""
+    from apache_beam.ml.inference import base
+
+    logs.hide_library_noise()
+    monkeypatch.setattr(base, "resource", None)  # As without torch installed.
+    with caplog.at_level(logging.WARNING):
+        assert base._get_current_process_memory_in_bytes() == 0
+        logging.warning("Resource limits reached")
+    assert [r.getMessage() for r in caplog.records] == ["Resource limits reached"]
+
+
 def test_out_of_space_is_recognised_however_a_runner_wraps_it():
     full = OSError(errno.ENOSPC, "No space left on device")
     assert logs.is_out_of_space(full)
