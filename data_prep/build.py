@@ -47,6 +47,12 @@ _STALL_TIMEOUT_S = flags.DEFINE_float(
     "start-up. Runners other than the local ones only.",
     lower_bound=0,
 )
+_IMBALANCE_WARNING_RATIO = flags.DEFINE_float(
+    "imbalance_warning_ratio",
+    _DEFAULT.imbalance_warning_ratio,
+    "Warn (log and build_report.json's class_imbalance) when a split's largest class has more than this many times "
+    "the images of its smallest; 0: never.",
+)
 # Raw image folders.
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "catsdogs/imagefolder: raw image folder (local path or gs://).")
 _LAYOUT = flags.DEFINE_enum("layout", _DEFAULT.layout, options.LAYOUTS, "Input folder layout.")
@@ -120,6 +126,7 @@ def build_options(argv: Sequence[str]) -> options.BuildOptions:
         augment_copies=_AUGMENT_COPIES.value,
         seed=_SEED.value,
         stall_timeout_s=_STALL_TIMEOUT_S.value,
+        imbalance_warning_ratio=_IMBALANCE_WARNING_RATIO.value,
         beam_args=tuple(argv[1:]),
         input_dir=_INPUT_DIR.value,
         layout=_LAYOUT.value,

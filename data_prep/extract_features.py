@@ -352,6 +352,11 @@ def _define_flags() -> None:
         "Cancel a job that shows no work for this long (0: never).",
         lower_bound=0,
     )
+    flags.DEFINE_float(
+        "imbalance_warning_ratio",
+        default.imbalance_warning_ratio,
+        "Warn when a split's largest class has more than this many times the images of its smallest; 0: never.",
+    )
 
 
 def options_from_flags(argv: Sequence[str]) -> options.ExtractOptions:
@@ -372,6 +377,7 @@ def options_from_flags(argv: Sequence[str]) -> options.ExtractOptions:
         shard_size_mb=f.shard_size_mb,
         num_shards=f.num_shards,
         stall_timeout_s=f.stall_timeout_s,
+        imbalance_warning_ratio=f.imbalance_warning_ratio,
         beam_args=tuple(argv[1:]),
     )
 
