@@ -342,14 +342,14 @@ def log_summary(output_dir: str, report: dict[str, Any]) -> None:
         logging.info("%s per class: %s", split, _class_counts(counts, report["augmented_copies_per_class"].get(split)))
     for item in report["class_imbalance"]:
         logging.warning(
-            "class imbalance in %s: %s has %d examples, %s %d (%s; --imbalance_warning_ratio sets the threshold, 0 "
+            "class imbalance in %s: %r has %d examples, %r %d (%s; --imbalance_warning_ratio sets the threshold, 0 "
             "turns this off)",
             item["split"],
             item["largest"],
             item["largest_count"],
             item["smallest"],
             item["smallest_count"],
-            f"{item['ratio']:.2f}x" if item["ratio"] else "none at all",
+            f"{item['ratio']:.2f}x" if item["ratio"] else "a class missing",
         )
     for item in report["rejected"][:20]:
         logging.info("rejected %s: %s", item["path"], item["reason"])
@@ -361,10 +361,10 @@ LOGGED_CLASSES = 10  # Beyond this a split's log line gives its smallest and lar
 
 
 def _class_counts(counts: dict[str, int], copies: dict[str, int] | None) -> str:
-    """`cat 118, dog 120` (copies: `cat 354 (236 augmented copies)`), or the range for many classes."""
+    """`cat=118, dog=120` (copies: `cat=354 (236 augmented copies)`), or the range for many classes."""
 
     def count(name: str) -> str:
-        return f"{name} {counts[name]}" + (f" ({copies[name]} augmented copies)" if copies else "")
+        return f"{name}={counts[name]}" + (f" ({copies[name]} augmented copies)" if copies else "")
 
     if len(counts) <= LOGGED_CLASSES:
         return ", ".join(count(name) for name in counts)

@@ -47,9 +47,9 @@ def test_an_imbalanced_split_is_warned_about_and_reported(tmp_path, caplog):
         {"split": "train", "largest": "cat", "largest_count": 12, "smallest": "dog", "smallest_count": 4, "ratio": 3.0}
     ]
     messages = [r.getMessage() for r in caplog.records]
-    assert "train per class: cat 12, dog 4" in messages
+    assert "train per class: cat=12, dog=4" in messages
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("class imbalance in train: cat has 12 examples, dog 4 (3.00x;" in m for m in warnings), warnings
+    assert any("class imbalance in train: 'cat' has 12 examples, 'dog' 4 (3.00x;" in m for m in warnings), warnings
     for ratio in (3.0, 0.0):
         caplog.clear()
         with caplog.at_level(logging.INFO):
@@ -69,7 +69,7 @@ def test_augmented_copies_are_counted_with_their_class_and_listed_apart(tmp_path
     assert metadata.splits["train"].num_examples_per_class == (18, 15)
     assert report["class_counts"] == {"train": {"cat": 18, "dog": 15}}
     assert report["augmented_copies_per_class"] == {"train": {"cat": 12, "dog": 10}}
-    assert "train per class: cat 18 (12 augmented copies), dog 15 (10 augmented copies)" in caplog.messages
+    assert "train per class: cat=18 (12 augmented copies), dog=15 (10 augmented copies)" in caplog.messages
 
 
 def test_a_split_without_a_class_is_imbalanced_without_a_ratio():
@@ -86,7 +86,7 @@ def test_a_split_without_a_class_is_imbalanced_without_a_ratio():
 
 def test_many_classes_log_their_range():
     counts = {f"c{i}": 10 + i for i in range(12)}
-    assert driver._class_counts(counts, None) == "12 classes, smallest c0 10, largest c11 21"
+    assert driver._class_counts(counts, None) == "12 classes, smallest c0=10, largest c11=21"
 
 
 def test_the_contract_checks_the_counts_and_reads_files_without_them(sample_dataset, tmp_path):
