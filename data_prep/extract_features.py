@@ -170,7 +170,7 @@ class _PendingImages(beam.DoFn):
         coarse = feature[schema.COARSE_LABEL].int64_list.value if schema.COARSE_LABEL in feature else None
         info = ExampleInfo(
             key=key,
-            filename=feature[schema.FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape"),
+            filename=schema.record_filename(feature),
             label=int(feature[schema.LABEL].int64_list.value[0]),
             split=split,
             dedupe_key=key,  # Already deduplicated when the images were built.

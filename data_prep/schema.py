@@ -363,6 +363,12 @@ def serialize_example(
     return example.SerializeToString(deterministic=True)
 
 
+def record_filename(feature: Mapping[str, Any]) -> str:
+    """The FILENAME of a parsed record's `features.feature` map, as Python holds file names (the inverse of
+    `serialize_example`'s encoding: bytes that are not UTF-8 come back as surrogate escapes)."""
+    return feature[FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape")
+
+
 def parse_spec(
     with_coarse_label: bool = False, features_shape: Sequence[int] | None = None
 ) -> dict[str, tf.io.FixedLenFeature]:

@@ -65,7 +65,7 @@ def pick_examples(
                 shown = picked.get(label)
                 if shown is None or len(shown) >= per_class or feature[schema.AUGMENT_SOURCE_KEY].bytes_list.value[0]:
                     continue  # A class not shown or already complete, or an offline copy.
-                filename = feature[schema.FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape")
+                filename = schema.record_filename(feature)
                 shown.append(Shown(filename, label, feature[schema.IMAGE].bytes_list.value[0]))
                 missing -= 1
                 if not missing:
