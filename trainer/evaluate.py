@@ -89,7 +89,7 @@ def make_evaluation_pass(
         loss = tf.reduce_sum(tf.where(mask > 0, example_losses, tf.zeros_like(example_losses)))
         predicted = models.predicted_class(outputs)
         confusion = tf.math.confusion_matrix(labels, predicted, num_classes=num_classes, weights=mask, dtype=tf.float32)
-        if not num_mistakes:  # The per-epoch validation: no list to keep.
+        if not num_mistakes:  # The per-epoch validation: nothing kept (kept is ()).
             return loss, confusion, kept
         probability = tf.gather(models.class_probabilities(outputs), predicted, batch_dims=1)
         # Padding is never a mistake; nor is a non-finite output (no order, and not valid JSON).
@@ -100,7 +100,9 @@ def make_evaluation_pass(
     @tf.function
     def count_all(dataset):
         loss, confusion = tf.constant(0.0), tf.zeros([num_classes, num_classes])
-        kept = strategy.run(lambda: nothing_kept(num_mistakes))  # Each replica's own, as the loop carries them.
+        # Each replica's own list, as the loop carries them; none at all without mistakes to keep (an all-gather of
+        # empty tensors crashes MirroredStrategy on CPU).
+        kept = strategy.run(lambda: nothing_kept(num_mistakes)) if num_mistakes else ()
         for batch in dataset:
             batch_loss, batch_confusion, kept = strategy.run(replica_step, args=(*batch, kept))
             loss += strategy.reduce(tf.distribute.ReduceOp.SUM, batch_loss, axis=None)
@@ -114,7 +116,7 @@ def make_evaluation_pass(
         totals = Totals(
             float(loss.numpy()),
             confusion.numpy().astype(np.int64),
-            merge_mistakes(*(t.numpy() for t in gathered), num_mistakes=num_mistakes),
+            merge_mistakes(*(t.numpy() for t in gathered), num_mistakes=num_mistakes) if num_mistakes else (),
         )
         if totals.num_examples != num_examples:
             raise RuntimeError(
@@ -241,7 +243,7 @@ def plot_mistakes(
     """PNG bytes: each mistake's stored image, file name, true and predicted class and probability, most
     confident first, MISTAKE_COLUMNS a row."""
     rows, columns = max(1, math.ceil(len(mistakes) / MISTAKE_COLUMNS)), max(1, min(len(mistakes), MISTAKE_COLUMNS))
-    figure = Figure(figsize=(0.4 + 2.4 * columns, 0.8 + 2.9 * rows), layout="constrained")
+    figure = Figure(figsize=(0.4 + 2.4 * columns, 0.8 + 3.1 * rows), layout="constrained")
     what = f"the {len(mistakes)} most confident mistakes" if mistakes else "no mistakes"
     figure.suptitle(f"{split}: {what} (probability of the predicted class)", fontsize=12)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
@@ -254,8 +256,8 @@ def plot_mistakes(
         grey = pixels.shape[-1] == 1
         ax.imshow(pixels[..., 0] if grey else pixels, cmap="gray" if grey else None, vmin=0, vmax=255)
         ax.set_title(
-            f"{_short(example.filename)}\ntrue {class_names[mistake.label]}, predicted "
-            f"{class_names[mistake.predicted]}\np = {mistake.probability:.3f}",
+            f"{_short(example.filename)}\ntrue {_short(class_names[mistake.label], 24)}\n"
+            f"predicted {_short(class_names[mistake.predicted], 24)}\np = {mistake.probability:.3f}",
             fontsize=8,
         )
     buffer = io.BytesIO()
@@ -264,7 +266,7 @@ def plot_mistakes(
 
 
 def _short(filename: str, limit: int = 32) -> str:
-    """A long name shows its end: the folder and file that tell examples apart."""
+    """A long name shows its end: the folder and file that tell examples apart (and a class name's distinct end)."""
     return filename if len(filename) <= limit else "…" + filename[-(limit - 1) :]
 
 
