@@ -1,7 +1,8 @@
 """Apache Beam jobs that build TFDS-compatible TFRecord datasets from image folders and the Keras datasets.
 
-The Python API (data_prep/api.py): `data_prep.build_dataset(...)` and `data_prep.extract_feature_dataset(...)`,
-the commands `python -m data_prep.build` and `python -m data_prep.extract_features` as functions. They are
+The Python API (data_prep/api.py): `data_prep.build_dataset(...)`, `data_prep.extract_feature_dataset(...)` and
+`data_prep.show_examples(...)`, the commands `python -m data_prep.build`, `data_prep.extract_features` and
+`data_prep.show` as functions. They are
 imported on first use: Beam workers and the trainer import this package, which must stay light.
 """
 
@@ -11,7 +12,7 @@ from data_prep import logs
 
 logs.hide_library_noise()
 
-__all__ = ["build_dataset", "extract_feature_dataset"]
+__all__ = ["build_dataset", "extract_feature_dataset", "show_examples"]
 
 
 def __getattr__(name: str) -> Any:

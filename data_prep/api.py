@@ -2,6 +2,7 @@
 
   import data_prep
   report = data_prep.build_dataset(dataset="catsdogs", input_dir="raw", output_dir="data/catsdogs", image_size=80)
+  grid, model_view = data_prep.show_examples("data/catsdogs")
 
 Each function takes its command's flags as keyword arguments of the same names (`python -m data_prep.build --help`
 lists them), returns the report the build wrote (`build_report.json`), raises `options.UserError` for bad input
@@ -62,6 +63,20 @@ def extract_feature_dataset(*, data_dir: str, output_dir: str, **settings: Any) 
         from data_prep import extract_features  # Beam (see build_dataset), and TensorFlow when it runs.
 
         return extract_features.extract(extract_options)
+
+
+def show_examples(data_dir: str, **settings: Any) -> tuple[str, str | None]:
+    """`python -m data_prep.show`: writes the PNG grids of the image dataset at `data_dir` (the first examples per
+    class per split; the training ones as the model sees them) and returns their paths, the second None without a
+    train split. In a notebook: `IPython.display.Image(path)`.
+
+    `settings` are the command's other flags by name: `per_class=4`, `output="grid.png"`, `image_size`, `seed`,
+    `max_classes`.
+    """
+    with logs.shown():
+        from data_prep import show  # TensorFlow, through the trainer's input pipeline (augmentation as it applies it).
+
+        return show.show(data_dir, **settings)
 
 
 def _checked(function: str, given: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

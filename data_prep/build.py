@@ -47,6 +47,12 @@ flags.DEFINE_float(
     "start-up. Runners other than the local ones only.",
     lower_bound=0,
 )
+flags.DEFINE_float(
+    "imbalance_warning_ratio",
+    _DEFAULT.imbalance_warning_ratio,
+    "Warn (log and build_report.json's class_imbalance) when a split's largest class has more than this many times "
+    "the images of its smallest; 0: never.",
+)
 # Raw image folders.
 flags.DEFINE_string("input_dir", None, "catsdogs/imagefolder: raw image folder (local path or gs://).")
 flags.DEFINE_enum("layout", _DEFAULT.layout, options.LAYOUTS, "Input folder layout.")

@@ -65,6 +65,8 @@ class OutputSettings(Protocol):
     def seed(self) -> int: ...
     @property
     def stall_timeout_s(self) -> float: ...
+    @property
+    def imbalance_warning_ratio(self) -> float: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +132,7 @@ def run(source: Source, options: OutputSettings, beam_options: PipelineOptions) 
         metadata = _metadata(source, options, outcome)
         output.write_metadata(target.temp_url, metadata)
         report["splits"] = metadata.split_sizes
+        report.update(results.class_report(outcome, source.class_names, options.imbalance_warning_ratio))
         schema.write_json(posixpath.join(target.temp_url, schema.REPORT_FILE), report)
         target.commit()
     except BaseException as e:
@@ -164,7 +167,7 @@ def _metadata(source: Source, options: OutputSettings, outcome: results.Results)
         if image
         else None,
         features=source.features,
-        splits=results.split_infos(outcome),
+        splits=results.split_infos(outcome, len(source.class_names)),
         augmentation=source.policy,
         statistics=schema.Statistics.from_dict(outcome.statistics) if outcome.statistics else None,
         source=source.metadata,
@@ -357,7 +360,35 @@ def log_summary(output_dir: str, report: dict[str, Any]) -> None:
                 for split, rows in report["per_class"].items()
             ),
         )
+    for split, counts in report["class_counts"].items():
+        _log.info("%s per class: %s", split, _class_counts(counts, report["augmented_copies_per_class"].get(split)))
+    for item in report["class_imbalance"]:
+        _log.warning(
+            "class imbalance in %s: %r has %d examples, %r %d (%s; --imbalance_warning_ratio sets the threshold, 0 "
+            "turns this off)",
+            item["split"],
+            item["largest"],
+            item["largest_count"],
+            item["smallest"],
+            item["smallest_count"],
+            f"{item['ratio']:.2f}x" if item["ratio"] else "a class missing",
+        )
     for item in report["rejected"][:20]:
         _log.info("rejected %s: %s", item["path"], item["reason"])
     if len(report["rejected"]) > 20:
         _log.info("... %d more rejected files in %s", len(report["rejected"]) - 20, schema.REPORT_FILE)
+
+
+LOGGED_CLASSES = 10  # Beyond this a split's log line gives its smallest and largest class; the report has them all.
+
+
+def _class_counts(counts: dict[str, int], copies: dict[str, int] | None) -> str:
+    """`cat=118, dog=120` (copies: `cat=354 (236 augmented copies)`), or the range for many classes."""
+
+    def count(name: str) -> str:
+        return f"{name}={counts[name]}" + (f" ({copies[name]} augmented copies)" if copies else "")
+
+    if len(counts) <= LOGGED_CLASSES:
+        return ", ".join(count(name) for name in counts)
+    smallest, largest = min(counts, key=counts.__getitem__), max(counts, key=counts.__getitem__)
+    return f"{len(counts)} classes, smallest {count(smallest)}, largest {count(largest)}"

@@ -188,7 +188,7 @@ class _PendingImages(beam.DoFn):
         coarse = feature[schema.COARSE_LABEL].int64_list.value if schema.COARSE_LABEL in feature else None
         info = ExampleInfo(
             key=key,
-            filename=feature[schema.FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape"),
+            filename=schema.record_filename(feature),
             label=int(feature[schema.LABEL].int64_list.value[0]),
             split=split,
             dedupe_key=key,  # Already deduplicated when the images were built.
@@ -384,6 +384,11 @@ def _define_flags() -> None:
         default.stall_timeout_s,
         "Cancel a job that shows no work for this long (0: never).",
         lower_bound=0,
+    )
+    flags.DEFINE_float(
+        "imbalance_warning_ratio",
+        default.imbalance_warning_ratio,
+        "Warn when a split's largest class has more than this many times the images of its smallest; 0: never.",
     )
 
 

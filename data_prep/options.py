@@ -39,6 +39,8 @@ class BuildOptions:
     augment_copies: int = 0  # Offline-augmented copies of each training example.
     seed: int = 0  # Of the offline augmentation.
     stall_timeout_s: float = STALL_TIMEOUT_S  # 0: wait for a job however long it shows no work.
+    # Warn when a split's largest class has more than this many times the images of its smallest; 0: never.
+    imbalance_warning_ratio: float = 1.5
     beam_args: tuple[str, ...] = ()  # Beam pipeline options (--runner, ...).
     # Raw image folders.
     input_dir: str | None = None
@@ -62,6 +64,7 @@ class BuildOptions:
             raise UserError(f"--input_dir is required for --dataset={self.dataset}")
         if self.layout not in LAYOUTS:
             raise UserError(f"--layout={self.layout}: choose one of {LAYOUTS}")
+        check_imbalance_ratio(self.imbalance_warning_ratio)
         if self.split_spec.per_class and self.dataset not in FOLDER_DATASETS:
             raise UserError(
                 f"--split={self.split}: counts per class are for image folders; --dataset={self.dataset} keeps its "
@@ -116,6 +119,7 @@ class ExtractOptions:
     shard_size_mb: float = BuildOptions.shard_size_mb
     num_shards: int = BuildOptions.num_shards
     stall_timeout_s: float = BuildOptions.stall_timeout_s
+    imbalance_warning_ratio: float = BuildOptions.imbalance_warning_ratio
     beam_args: tuple[str, ...] = BuildOptions.beam_args
 
     def __post_init__(self):
@@ -125,8 +129,15 @@ class ExtractOptions:
             raise UserError(f"--base={self.base}: the one base model is vgg16")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision={self.precision}: choose one of {PRECISIONS}")
+        check_imbalance_ratio(self.imbalance_warning_ratio)
         if self.input_size < 32 or self.batch_size < 1 or self.augment_copies < 0:
             raise UserError(
                 "--input_size must be at least 32 (VGG16's smallest), --batch_size at least 1 and "
                 "--augment_copies at least 0"
             )
+
+
+def check_imbalance_ratio(ratio: float) -> None:
+    """A ratio of 1 or less would call every split imbalanced; 0 turns the warning off."""
+    if ratio != 0 and ratio <= 1:
+        raise UserError(f"--imbalance_warning_ratio={ratio}: must be above 1 (or 0: no warning)")

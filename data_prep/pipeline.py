@@ -21,6 +21,7 @@ With `--augment_copies=K`, each training survivor also yields K augmented copies
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import math
@@ -90,12 +91,16 @@ class WriteShard(beam.DoFn):
         (split, index, count), pointers = element
         ordered = sorted(pointers, key=lambda p: (shard_hash(split, p.info.key), p.info.key))
         num_bytes = num_augmented = 0
+        per_label: collections.Counter[int] = collections.Counter()
+        augmented_per_label: collections.Counter[int] = collections.Counter()
         with write_whole(posixpath.join(self._output_dir, schema.shard_filename(self._name, split, index, count))) as f:
             for window in _windows(ordered, READ_WINDOW_BYTES):
                 records = read_spilled(window)
                 for p in window:
                     framed = tfrecord_frame(records.pop((p.spill_path, p.offset)))
                     num_augmented += p.info.source_key is not None
+                    per_label[p.info.label] += 1
+                    augmented_per_label[p.info.label] += p.info.source_key is not None
                     num_bytes += len(framed)
                     f.write(framed)
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "written").inc(len(ordered))
@@ -107,6 +112,9 @@ class WriteShard(beam.DoFn):
             num_examples=len(ordered),
             num_bytes=num_bytes,
             num_augmented=num_augmented,
+            # The labels of what was written, so per-class counts reconcile with the split sizes (JSON keys are text).
+            per_label={str(label): n for label, n in per_label.items()},
+            augmented_per_label={str(label): n for label, n in augmented_per_label.items() if n},
         )
 
 

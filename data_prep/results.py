@@ -128,6 +128,7 @@ def complete_empty_shards(results: Results, dataset_dir: str, name: str) -> None
                     "count": count,
                     "num_examples": 0,
                     "num_bytes": 0,
+                    "per_label": {},
                 }
 
 
@@ -136,16 +137,66 @@ def ordered_splits(splits: Sequence[str]) -> list[str]:
     return known + sorted(s for s in splits if s not in known)
 
 
-def split_infos(results: Results) -> dict[str, schema.SplitInfo]:
-    """Each split's shard lengths and bytes, as the shard writers reported them; splits in SPLIT_ORDER first."""
+def split_infos(results: Results, num_classes: int) -> dict[str, schema.SplitInfo]:
+    """Each split's shard lengths, bytes and records per class, as the shard writers reported them; splits in
+    SPLIT_ORDER first."""
     infos = {}
     for split in ordered_splits(list(results.shards)):
         by_index = results.shards[split]
         lengths = tuple(by_index[i]["num_examples"] for i in range(len(by_index)))
         infos[split] = schema.SplitInfo(
-            num_examples=sum(lengths), shard_lengths=lengths, num_bytes=sum(s["num_bytes"] for s in by_index.values())
+            num_examples=sum(lengths),
+            shard_lengths=lengths,
+            num_bytes=sum(s["num_bytes"] for s in by_index.values()),
+            num_examples_per_class=label_counts(results, split, num_classes),
         )
     return infos
+
+
+def label_counts(results: Results, split: str, num_classes: int, field: str = "per_label") -> tuple[int, ...]:
+    """Records per label of `split` as its shard writers counted them; field `augmented_per_label`: copies only."""
+    counts = [0] * num_classes
+    for line in results.shards[split].values():
+        for label, n in line.get(field, {}).items():
+            counts[int(label)] += n
+    return tuple(counts)
+
+
+def class_report(results: Results, class_names: Sequence[str], imbalance_warning_ratio: float) -> dict[str, Any]:
+    """The report's per-class fields: `class_counts` (split -> class -> records, copies included, so each split's
+    counts sum to its size), `augmented_copies_per_class` (splits that have copies) and `class_imbalance` (splits
+    whose largest class exceeds `imbalance_warning_ratio` times their smallest; 0: not checked)."""
+    names = list(class_names)
+    totals, copies = {}, {}
+    imbalanced = []
+    for split in ordered_splits(list(results.shards)):
+        written = label_counts(results, split, len(names))
+        augmented = label_counts(results, split, len(names), "augmented_per_label")
+        totals[split] = dict(zip(names, written, strict=True))
+        if any(augmented):
+            copies[split] = dict(zip(names, augmented, strict=True))
+        found = imbalance(totals[split], imbalance_warning_ratio)  # Copies are K per original: the same ratio.
+        if found:
+            imbalanced.append({"split": split, **found})
+    return {"class_counts": totals, "augmented_copies_per_class": copies, "class_imbalance": imbalanced}
+
+
+def imbalance(counts: dict[str, int], ratio: float) -> dict[str, Any] | None:
+    """The largest and smallest class of one split when the largest has more than `ratio` times the smallest
+    (`ratio` null when the smallest has none); None when balanced within `ratio`, or when `ratio` is 0 (off)."""
+    if not ratio or len(counts) < 2:
+        return None
+    largest = max(counts, key=lambda name: counts[name])
+    smallest = min(counts, key=lambda name: counts[name])
+    if counts[largest] <= ratio * counts[smallest]:
+        return None
+    return {
+        "largest": largest,
+        "largest_count": counts[largest],
+        "smallest": smallest,
+        "smallest_count": counts[smallest],
+        "ratio": counts[largest] / counts[smallest] if counts[smallest] else None,
+    }
 
 
 def build_report(results: Results, files_seen: int) -> dict[str, Any]:

@@ -126,10 +126,18 @@ class SplitInfo:
     num_examples: int
     shard_lengths: tuple[int, ...]  # Records per shard file, in shard order.
     num_bytes: int  # Of the shard files: the reader checks the files it finds against it.
+    # Records per label (label k at index k), offline-augmented copies included, as the shard writers counted them;
+    # None in files written before it was recorded.
+    num_examples_per_class: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if sum(self.shard_lengths) != self.num_examples:
             raise ValueError(f"num_examples={self.num_examples} but its shard_lengths sum to {sum(self.shard_lengths)}")
+        if self.num_examples_per_class is not None and sum(self.num_examples_per_class) != self.num_examples:
+            raise ValueError(
+                f"num_examples={self.num_examples} but its num_examples_per_class sum to "
+                f"{sum(self.num_examples_per_class)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +242,12 @@ class DatasetMetadata:
     def __post_init__(self):
         if (self.image is None) == (self.features is None):
             raise ValueError("a dataset holds either images (image) or features (features), exactly one of them")
+        for split, info in self.splits.items():
+            if info.num_examples_per_class is not None and len(info.num_examples_per_class) != len(self.class_names):
+                raise ValueError(
+                    f"splits: {split}: num_examples_per_class has {len(info.num_examples_per_class)} counts for "
+                    f"{len(self.class_names)} class_names"
+                )
 
     @property
     def split_sizes(self) -> dict[str, int]:
@@ -362,6 +376,12 @@ def serialize_example(
     if coarse_label is not None:
         feature[COARSE_LABEL].int64_list.value.append(coarse_label)
     return example.SerializeToString(deterministic=True)
+
+
+def record_filename(feature: Mapping[str, Any]) -> str:
+    """The FILENAME of a parsed record's `features.feature` map, as Python holds file names (the inverse of
+    `serialize_example`'s encoding: bytes that are not UTF-8 come back as surrogate escapes)."""
+    return feature[FILENAME].bytes_list.value[0].decode("utf-8", "surrogateescape")
 
 
 def parse_spec(

@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from configs import default  # noqa: E402
 from trainer import distribution, input_pipeline, train  # noqa: E402
+from trainer.input_pipeline import StoredExample  # noqa: E402
 
 IMAGE_SHAPE = (16, 16, 1)
 
@@ -62,9 +63,11 @@ def make_data(
         def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             batch_size = context.get_per_replica_batch_size(global_batch_size)
             num_pipelines = context.num_input_pipelines
-            ds = tf.data.Dataset.from_tensor_slices(arrays).shard(num_pipelines, context.input_pipeline_id)
             if training:
+                ds = tf.data.Dataset.from_tensor_slices(arrays).shard(num_pipelines, context.input_pipeline_id)
                 return ds.repeat().batch(batch_size, drop_remainder=True)
+            indexed = (*arrays, np.arange(len(arrays[1]), dtype=np.int64))  # Each example's position.
+            ds = tf.data.Dataset.from_tensor_slices(indexed).shard(num_pipelines, context.input_pipeline_id)
             largest = math.ceil(len(arrays[1]) / num_pipelines)  # Pipeline 0's share: the largest.
             num_batches = input_pipeline.eval_batches_per_pipeline(
                 largest, batch_size, input_pipeline.replicas_per_pipeline(context)
@@ -80,6 +83,7 @@ def make_data(
         eval_input_fn=input_fn(eval_arrays, False),
         train_steps_per_epoch=num_train // global_batch_size,
         eval_examples=num_eval,
+        eval_examples_at=lambda positions: {i: StoredExample(f"example{i}", None) for i in positions},
     )
 
 

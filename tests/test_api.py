@@ -10,6 +10,7 @@ import sys
 import pytest
 from conftest import FAST_BEAM_ARGS, root_logger
 from folder_files import write_photos
+from PIL import Image
 
 import data_prep
 import trainer
@@ -70,6 +71,18 @@ def test_build_dataset_takes_the_flags_by_name_and_returns_the_report(built):
     metadata = schema.DatasetMetadata.read(str(out))
     assert metadata.image.image_size == 32 and metadata.source["split"] == "train:50,validation:25,test:25"
     assert metadata.augmentation.rotation == 0.05 and not metadata.augmentation.horizontal_flip
+
+
+def test_show_examples_writes_the_two_grids_and_says_so(built, tmp_path, capsys):
+    out, _ = built
+    with root_logger():
+        grid, model_view = data_prep.show_examples(str(out), per_class=2, output=str(tmp_path / "grid.png"))
+    assert (grid, model_view) == (str(tmp_path / "grid.png"), str(tmp_path / "grid_augmented.png"))
+    assert all(Image.open(path).format == "PNG" for path in (grid, model_view))
+    err = capsys.readouterr().err
+    assert f"wrote {grid}" in err and f"wrote {model_view}" in err
+    with pytest.raises(TypeError, match="per_clas"):
+        data_prep.show_examples(str(out), per_clas=2)
 
 
 def test_build_dataset_refuses_unknown_settings_and_bad_input_as_the_command_does(raw, tmp_path):
@@ -133,7 +146,11 @@ def test_evaluate_model_returns_the_report_it_writes(run, built):
     report = trainer.evaluate_model(run.config)
     assert report["split"] == "test" and report["num_examples"] == build_report["splits"]["test"]
     with open(os.path.join(run.model_dir, "eval", "test.json")) as f:
-        assert report == json.load(f)
+        assert {k: v for k, v in report.items() if k != "mistakes"} == json.load(f)
+    with open(os.path.join(run.model_dir, "eval", "test_mistakes.json")) as f:
+        assert report["mistakes"] == json.load(f)
+    wrong = report["num_examples"] - sum(report["confusion_matrix"][k][k] for k in range(2))
+    assert len(report["mistakes"]) == min(wrong, 20)
     assert sum(map(sum, report["confusion_matrix"])) == report["num_examples"]
 
 

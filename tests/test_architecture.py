@@ -83,9 +83,10 @@ def test_the_graph_sees_the_imports_it_checks(graph):
     assert "data_prep.pipeline" in graph["data_prep.driver"]
 
 
-def test_data_prep_runs_trainer_code_only_to_extract_features():
-    """The one place data_prep imports the trainer: feature extraction runs the trainer's own base and preprocessing,
-    so features are what the frozen base computes in training."""
+def test_data_prep_runs_trainer_code_only_to_extract_features_and_show_the_models_view():
+    """The places data_prep imports the trainer: feature extraction runs the trainer's own base and preprocessing,
+    so features are what the frozen base computes in training; show draws training images through the trainer's own
+    decode, resize and augmentation, so its grid is what the model sees."""
     importing = set()
     for path in (ROOT / "data_prep").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -96,4 +97,4 @@ def test_data_prep_runs_trainer_code_only_to_extract_features():
             )
             if any(name == "trainer" or name.startswith("trainer.") for name in names):
                 importing.add(module_name(path))
-    assert importing == {"data_prep.extract_features"}
+    assert importing == {"data_prep.extract_features", "data_prep.show"}

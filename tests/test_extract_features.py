@@ -103,6 +103,14 @@ def test_features_are_the_trainers_base_outputs_with_the_source_splits_labels_an
         "augmented_copies": train,
     }
     assert metadata.split_sizes == {"train": 2 * train, "test": test}
+    per_class = {split: info.num_examples_per_class for split, info in source.splits.items()}
+    assert {split: info.num_examples_per_class for split, info in metadata.splits.items()} == {
+        "train": tuple(2 * n for n in per_class["train"]),
+        "test": per_class["test"],
+    }
+    assert report["augmented_copies_per_class"] == {
+        "train": dict(zip(source.class_names, per_class["train"], strict=True))
+    }
     for split in ("train", "test"):
         written, source_records = records(tmp_path / "features", split), records(images, split)
         originals = {name: r for name, r in written.items() if "#augment" not in name}

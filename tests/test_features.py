@@ -23,6 +23,7 @@ from trainer import (
     checkpointing,
     config_fields,
     errors,
+    evaluate,
     export,
     features,
     input_pipeline,
@@ -154,6 +155,30 @@ def head_run(datasets):
     assert [(r["phase"], r["epoch"], r["step"]) for r in history] == [("train", 1, 3), ("train", 2, 6)]
     assert all(np.isfinite(r["train_loss"]) and 0 <= r["val_accuracy"] <= 1 for r in history)
     return run_dir
+
+
+@pytest.mark.slow
+def test_eval_on_features_lists_the_mistakes_by_file_name_without_a_grid(datasets, head_run):
+    """A feature dataset's records hold no image: --mode=eval (2 replicas) writes the mistakes JSON, not the PNG."""
+    _train_on_the_command_line(
+        "configs/catsdogs_vgg16_features.py",
+        datasets.features,
+        head_run,
+        "--mode=eval",
+        "--config.test_split=validation",
+    )
+    eval_dir = os.path.join(head_run, evaluate.REPORT_SUBDIR)
+    with open(os.path.join(eval_dir, "validation.json")) as f:
+        confusion = np.array(json.load(f)["confusion_matrix"])
+    with open(os.path.join(eval_dir, "validation_mistakes.json")) as f:
+        mistakes = json.load(f)
+    info = input_pipeline.open_dataset(datasets.features)
+    filenames = {e.filename for e in input_pipeline.read_examples(info, "validation", range(11)).values()}
+    assert len(mistakes) == confusion.sum() - np.trace(confusion)
+    assert all(m["filename"] in filenames and m["true"] != m["predicted"] for m in mistakes)
+    assert [m["probability"] for m in mistakes] == sorted((m["probability"] for m in mistakes), reverse=True)
+    assert all(0.5 <= m["probability"] <= 1.0 for m in mistakes)
+    assert not os.path.exists(os.path.join(eval_dir, "validation_mistakes.png"))
 
 
 @pytest.mark.slow

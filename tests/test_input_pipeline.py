@@ -110,8 +110,8 @@ def _batches(info, split, *, pipelines=1, pipeline_id=0, replicas=None, take=Non
 
 def _examples(batches):
     """(image, label) of every real example: training batches have no mask, evaluation's padding has mask 0."""
-    for images, labels, *mask in batches:
-        real = mask[0] > 0 if mask else np.ones(len(labels), bool)
+    for images, labels, *mask_and_index in batches:
+        real = mask_and_index[0] > 0 if mask_and_index else np.ones(len(labels), bool)
         yield from zip(images[real], labels[real], strict=True)
 
 
@@ -154,13 +154,15 @@ def test_empty_shards_are_skipped_and_every_pipeline_gets_data(tmp_path):
 
 def test_eval_pads_the_last_batch_with_masked_zero_images(toy):
     batches = _batches(toy, "validation", global_batch_size=4)
-    assert [mask.tolist() for _, _, mask in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
-    for images, labels, mask in batches:
+    assert [mask.tolist() for _, _, mask, _ in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    for images, labels, mask, index in batches:
         assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == np.float32
         assert labels.shape == (4,) and labels.dtype == np.int64 and mask.dtype == np.float32
+        assert index.shape == (4,) and index.dtype == np.int64
     assert [label for _, label in _examples(batches)] == [i % 3 for i in _indices(batches)]
-    images, labels, _ = batches[-1]
+    images, labels, _, index = batches[-1]
     assert labels[-1] == 0 and not images[-1].any()  # A valid class, a zero image: any model runs on it.
+    assert index[-1] == -1  # No position in the split: evaluation's reports can never name a padding example.
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])  # 26 and 7 examples.
@@ -186,10 +188,15 @@ def test_eval_batches_are_full_and_the_same_number_on_every_pipeline(
     num_batches = len(per_pipeline[0])
     assert [len(batches) for batches in per_pipeline] == [num_batches] * pipelines
     assert num_batches % local_replicas == 0  # Every replica gets a batch in every step.
-    for images, labels, mask in (batch for batches in per_pipeline for batch in batches):
-        assert images.shape[0] == labels.shape[0] == mask.shape[0] == per_replica
+    offset = 0 if split == "train" else 26  # Of the split's first example in the toy's numbering.
+    for images, labels, mask, index in (batch for batches in per_pipeline for batch in batches):
+        assert images.shape[0] == labels.shape[0] == mask.shape[0] == index.shape[0] == per_replica
         assert set(mask.tolist()) <= {0.0, 1.0}
-    masks = np.stack([[mask for _, _, mask in batches] for batches in per_pipeline])
+        # Each real example carries its position in the split (shards in order), padding -1.
+        assert index.tolist() == [
+            _index_of(image * 255.0) - offset if m else -1 for image, m in zip(images, mask, strict=True)
+        ]
+    masks = np.stack([[mask for _, _, mask, _ in batches] for batches in per_pipeline])
     assert masks.sum() == toy.split_sizes[split]
     assert masks[:, -local_replicas:].any(), "a whole step of padding: one step too many"
     indices = [i for batches in per_pipeline for i in _indices(batches)]
@@ -203,8 +210,24 @@ def test_eval_batches_per_pipeline():
     assert input_pipeline.eval_batches_per_pipeline(1, 4, 8) == 8  # 7 replicas get only padding.
 
 
+def test_examples_are_read_back_by_their_position_in_the_split(toy):
+    """What evaluation's reports name an example by: train positions 0..25 are examples 0..25 across 4 shards,
+    validation positions 0..6 are examples 26..32."""
+    found = input_pipeline.read_examples(toy, "train", [25, 0, 8, 13, 14])
+    assert {i: e.filename for i, e in found.items()} == {
+        0: "0.img",
+        8: "8.img",
+        13: "13.img",
+        14: "14.img",
+        25: "25.img",
+    }
+    for i, example in found.items():
+        assert _index_of(np.asarray(Image.open(io.BytesIO(example.image)))) == i
+    assert {i: e.filename for i, e in input_pipeline.read_examples(toy, "validation", [6]).items()} == {6: "32.img"}
+
+
 def test_eval_output_is_the_plain_decode(toy):
-    images, labels, _ = _batches(toy, "validation", global_batch_size=7)[0]
+    images, labels, _, _ = _batches(toy, "validation", global_batch_size=7)[0]
     for image in images:
         np.testing.assert_allclose(image * 255.0, _pixels(_index_of(image * 255.0)), atol=1e-3)
 
@@ -496,11 +519,11 @@ def _feature_indices(batches) -> list[int]:
 
 def test_feature_eval_batches_are_the_stored_features_padded_with_masked_zeros(features):
     batches = _batches(features, "validation", normalization="vgg16")
-    assert [mask.tolist() for _, _, mask in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
-    for values, labels, _ in batches:
+    assert [mask.tolist() for _, _, mask, _ in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    for values, labels, _, _ in batches:
         assert values.shape == (4, *FEATURES_SHAPE) and values.dtype == np.float32 and labels.dtype == np.int64
     assert sorted(_feature_indices(batches)) == list(range(12, 19))
-    values, labels, _ = batches[-1]
+    values, labels, _, _ = batches[-1]
     assert labels[-1] == 0 and not values[-1].any()
 
 

@@ -93,13 +93,16 @@ def train_model(config: Config, **overrides: Any) -> TrainedRun:
 def evaluate_model(config: Config, **overrides: Any) -> dict[str, Any]:
     """`python -m trainer.main --config=CONFIG --mode=eval`: evaluates the best (else latest) checkpoint on the
     test split and returns the report it writes to model_dir/eval/<split>.json (loss, accuracy, per_class,
-    confusion_matrix, ...)."""
+    confusion_matrix, ...) with, under "mistakes", the list in <split>_mistakes.json (the most confidently wrong
+    examples: filename, true, predicted, probability)."""
     resolved = load_config(config, **{**overrides, "mode": "eval"})
     with logs.shown():
         train.run(resolved)
-    path = tf.io.gfile.join(resolved.model_dir, evaluate.REPORT_SUBDIR, f"{resolved.test_split}.json")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    directory = tf.io.gfile.join(resolved.model_dir, evaluate.REPORT_SUBDIR)
+    with tf.io.gfile.GFile(tf.io.gfile.join(directory, f"{resolved.test_split}.json")) as f:
+        report = json.load(f)
+    with tf.io.gfile.GFile(tf.io.gfile.join(directory, f"{resolved.test_split}_mistakes.json")) as f:
+        return {**report, "mistakes": json.load(f)}
 
 
 class Classifier:

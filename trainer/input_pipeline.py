@@ -147,6 +147,31 @@ def _verify_record_count(path: str, expected: int) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredExample:
+    """What evaluation's reports show of an example: its file name and, in an image dataset, its stored image."""
+
+    filename: str
+    image: bytes | None  # Encoded as stored; None in a feature dataset.
+
+
+def read_examples(info: DatasetInfo, split: str, positions: Sequence[int]) -> dict[int, StoredExample]:
+    """The records at `positions` of `split` (in shard order, as the evaluation input's `index` counts them);
+    reads only the shards holding one, each up to the last wanted."""
+    wanted, found, start = set(positions), {}, 0
+    for path, length in zip(info.shard_paths(split), info.metadata.splits[split].shard_lengths, strict=True):
+        inside = sorted(p - start for p in wanted if start <= p < start + length)
+        records = tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES).take(inside[-1] + 1 if inside else 0)
+        for offset, record in enumerate(records.as_numpy_iterator()):
+            if offset in inside:
+                feature = tf.train.Example.FromString(record).features.feature
+                filename = schema.record_filename(feature)
+                image = feature[schema.IMAGE].bytes_list.value[0] if schema.IMAGE in feature else None
+                found[start + offset] = StoredExample(filename, image)
+        start += length
+    return found
+
+
 def image_channels(info: DatasetInfo) -> int:
     """Channels images are decoded to for a classifier of this dataset: the stored images', or for a feature
     dataset RGB (its VGG16 base took RGB)."""
@@ -204,17 +229,24 @@ def eval_batches_per_pipeline(largest_pipeline_examples: int, per_replica_batch_
 
 
 def pad_to_full_batches(examples: tf.data.Dataset, batch_size: int, num_batches: int) -> tf.data.Dataset:
-    """`num_batches` batches of `(images, labels, mask)` from unbatched `(image, label)` examples.
+    """`num_batches` batches of `(images, labels, mask, index)` from unbatched `(image, label, index)` examples.
 
     Every batch holds `batch_size` examples: after the real ones (mask 1.0) come padding examples
-    (a zero image of class 0, mask 0.0) that evaluation leaves out of every sum. `examples` must
-    fit (at most `batch_size * num_batches`); evaluation checks its count against the split.
+    (a zero image of class 0, mask 0.0, index -1) that evaluation leaves out of every sum. `index`
+    (int64) is the example's position in its split, by which evaluation names the examples it
+    reports. `examples` must fit (at most `batch_size * num_batches`); evaluation checks its
+    count against the split.
     """
-    image_spec, label_spec = examples.element_spec
+    image_spec, label_spec, _ = examples.element_spec
     padding = tf.data.Dataset.from_tensors(
-        (tf.zeros(image_spec.shape, image_spec.dtype), tf.zeros([], label_spec.dtype), tf.constant(0.0))
+        (
+            tf.zeros(image_spec.shape, image_spec.dtype),
+            tf.zeros([], label_spec.dtype),
+            tf.constant(0.0),
+            tf.constant(-1, tf.int64),
+        )
     ).repeat()
-    real = examples.map(lambda image, label: (image, label, tf.constant(1.0)))
+    real = examples.map(lambda image, label, index: (image, label, tf.constant(1.0), tf.cast(index, tf.int64)))
     return real.concatenate(padding).take(batch_size * num_batches).batch(batch_size, drop_remainder=True)
 
 
@@ -310,10 +342,10 @@ def make_input_fn(
     Batches always hold B = the per-replica batch size examples. Training: elements
     `(images float32 [B, H, W, C], labels int64 [B])`, infinite, shuffled, augmented
     with `info.augmentation`, the remainder of each pass dropped. Evaluation: elements
-    `(images, labels, mask float32 [B])`, one deterministic pass that, across all input
-    pipelines, yields every example exactly once with mask 1.0, padded with mask-0.0
-    examples so that every pipeline yields the same number of full batches
-    (`eval_batches_per_pipeline`).
+    `(images, labels, mask float32 [B], index int64 [B])`, one deterministic pass that, across
+    all input pipelines, yields every example exactly once with mask 1.0 and its position in
+    the split (`read_examples` reads it back), padded with mask-0.0 examples of index -1 so
+    that every pipeline yields the same number of full batches (`eval_batches_per_pipeline`).
     A feature dataset yields its features in place of images, as stored (no resizing,
     augmentation or normalization: extraction did that; padding is zero features);
     `image_size` and `normalization` must be those it was extracted from (`check_feature_images`).
@@ -331,6 +363,7 @@ def make_input_fn(
         deterministic = not training
     paths = info.shard_paths(split)
     lengths = list(info.metadata.splits[split].shard_lengths)
+    offsets = [sum(lengths[:i]) for i in range(len(lengths))]  # Of each shard's first record in the split.
 
     def input_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         context = input_context or tf.distribute.InputContext()
@@ -343,17 +376,23 @@ def make_input_fn(
             [paths[i] for i in file_ids],
             [lengths[i] for i in file_ids],
             shuffle_seed=seed + pipeline_id if training and not by_record else None,
+            offsets=None if training else [offsets[i] for i in file_ids],
         )
         if by_record:
             ds = ds.shard(num_pipelines, pipeline_id)
-        ds = ds.batch(PARSE_BATCH_SIZE).map(examples.parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        if examples.decode is not None:
-            ds = ds.map(examples.decode, num_parallel_calls=tf.data.AUTOTUNE)
+        parse, decode = examples.parse, examples.decode
+        if not training:  # Evaluation keeps each example's position in the split (see pad_to_full_batches).
+            parse = _with_index(examples.parse)
+            decode = _with_index(examples.decode) if examples.decode else None
+        ds = ds.batch(PARSE_BATCH_SIZE).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        if decode is not None:
+            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        kind = examples.name if training else f"{examples.name}-indexed"  # Another element structure.
         ds = _cache(
             ds,
             cache,
             num_examples * examples.bytes_per_example,
-            f"{info.name}-{split}-{examples.name}-{_fingerprint(info, split)}-{pipeline_id}of{num_pipelines}",
+            f"{info.name}-{split}-{kind}-{_fingerprint(info, split)}-{pipeline_id}of{num_pipelines}",
         )
         if training:
             shuffle_buffer = max(1, min(num_examples, SHUFFLE_BUFFER_BYTES // examples.bytes_per_example))
@@ -395,22 +434,36 @@ def _training_batches(
 def _evaluation_batches(
     examples: tf.data.Dataset, batch_size: int, num_batches: int, normalize: Callable[[tf.Tensor], tf.Tensor]
 ) -> tf.data.Dataset:
-    """`num_batches` full batches of normalized `(images, labels, mask)` (see `pad_to_full_batches`)."""
+    """`num_batches` full batches of normalized `(images, labels, mask, index)` (see `pad_to_full_batches`)."""
     return pad_to_full_batches(examples, batch_size, num_batches).map(
-        lambda images, labels, mask: (normalize(images), labels, mask), num_parallel_calls=tf.data.AUTOTUNE
+        lambda images, labels, mask, index: (normalize(images), labels, mask, index),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
-def _read_records(paths: Sequence[str], lengths: Sequence[int], shuffle_seed: int | None) -> tf.data.Dataset:
-    """Serialized records; each shard must hold the count metadata.json records (checked as it is read)."""
-    files = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(list(lengths), tf.int64)))
+def _with_index(fn: Callable[..., tuple[tf.Tensor, tf.Tensor]]) -> Callable[..., tuple[tf.Tensor, ...]]:
+    """`fn` on all but the last argument (an example's or a batch's position in the split), passed on."""
+    return lambda *args: (*fn(*args[:-1]), args[-1])
+
+
+def _read_records(
+    paths: Sequence[str], lengths: Sequence[int], shuffle_seed: int | None, offsets: Sequence[int] | None = None
+) -> tf.data.Dataset:
+    """Serialized records; each shard must hold the count metadata.json records (checked as it is read). With
+    `offsets` (of each shard's first record in the split), `(record, position in the split)` pairs."""
+    files = tf.data.Dataset.from_tensor_slices(
+        (list(paths), tf.constant(list(lengths), tf.int64), tf.constant(list(offsets or [0] * len(paths)), tf.int64))
+    )
     if shuffle_seed is not None:
         files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
 
-    def read(path, length):
-        return tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES).apply(
+    def read(path, length, offset):
+        records = tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES).apply(
             tf.data.experimental.assert_cardinality(length)
         )
+        if offsets is None:
+            return records
+        return tf.data.Dataset.zip(records, tf.data.Dataset.range(offset, offset + length))
 
     # Unshuffled reads keep a fixed order whatever the options: record sharding depends on it.
     return files.interleave(

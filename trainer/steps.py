@@ -111,7 +111,12 @@ def make_evaluator(
     """val_loss and val_accuracy over one pass of the eval input (see evaluate.make_evaluation_pass)."""
     assert data.eval_input_fn is not None, "an evaluator needs the eval input"
     evaluation_pass = evaluate.make_evaluation_pass(
-        strategy, model, data.eval_input_fn, num_classes=data.num_classes, num_examples=data.eval_examples
+        strategy,
+        model,
+        data.eval_input_fn,
+        num_classes=data.num_classes,
+        num_examples=data.eval_examples,
+        num_mistakes=0,  # Only --mode=eval's report lists mistakes.
     )
 
     def evaluate_model() -> dict[str, float]:

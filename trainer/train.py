@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -129,6 +130,7 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
         eval_examples=info.split_sizes.get(eval_split, 0),
         class_names=info.class_names,
         images=info.metadata.features is None,
+        eval_examples_at=functools.partial(input_pipeline.read_examples, info, eval_split) if evaluating else None,
     )
 
 
@@ -190,17 +192,20 @@ def _evaluate_checkpoint(
         )
     assert data.eval_input_fn is not None, "--mode=eval reads the test split"
     _restore_model(model, path)
-    report = evaluation.evaluate_split(
+    class_names = data.class_names or tuple(str(k) for k in range(data.num_classes))
+    report, mistakes = evaluation.evaluate_split(
         strategy,
         model,
         data.eval_input_fn,
         num_examples=data.eval_examples,
-        class_names=data.class_names or tuple(str(k) for k in range(data.num_classes)),
+        class_names=class_names,
         split=config.test_split,
         checkpoint=path,
     )
     if is_chief:
         evaluation.write_report(report, config.model_dir)
+        examples = data.eval_examples_at([m.index for m in mistakes]) if data.eval_examples_at else {}
+        evaluation.write_mistakes(mistakes, examples, class_names, config.model_dir, config.test_split)
     logging.info("eval %s on %s: loss=%.4f accuracy=%.4f", path, config.test_split, report["loss"], report["accuracy"])
     return {
         "checkpoint": path,
