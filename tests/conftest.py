@@ -95,6 +95,16 @@ def float32_after_each_test():
 
 
 @pytest.fixture(autouse=True)
+def absl_logger_level_after_each_test():
+    """Every test starts from the absl logger's level as the process had it: parsing flags in process (the commands'
+    tests) sets it from --verbosity (WARNING), which would hide the INFO lines a later test in the process checks."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def beam_counters_agree_with_reports(caplog):
     """Every in-process build cross-checks Beam's counters against its report (driver.check_counters);
     a disagreement it logs fails the test that built."""

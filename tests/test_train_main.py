@@ -140,7 +140,7 @@ def test_missing_or_bad_flags_are_rejected(parse):
 
 
 def test_a_dataset_the_reader_refuses_is_bad_input(monkeypatch):
-    def refuse(data_dir):
+    def refuse(data_dir, **_):
         raise ValueError(f"{data_dir}/metadata.json lacks or mangles field 'splits'")
 
     monkeypatch.setattr(input_pipeline, "open_dataset", refuse)
