@@ -20,21 +20,23 @@ DEMO_RUN := --config=configs/catsdogs_demo.py --data_dir=$(DEMO_DIR)/catsdogs --
 	--strategy=mirrored --num_cpu_devices=2
 
 # The whole product offline: a replica of the cats/dogs download as it unpacks (the README's build command on it)
-# -> TFRecords -> training on 2 logical CPU devices -> evaluation on the test split -> export -> prediction from the
-# export alone.
+# -> TFRecords (and PNG grids of them) -> training on 2 logical CPU devices -> evaluation on the test split -> export
+# -> prediction from the export alone.
 demo: venv
 	rm -rf $(DEMO_DIR)
 	$(PY) -m data_prep.sample_data --output_dir=$(DEMO_DIR)/kagglecatsanddogs_5340 --images_per_class=150
 	$(PY) -m data_prep.build --dataset=catsdogs --input_dir=$(DEMO_DIR)/kagglecatsanddogs_5340 \
 		--output_dir=$(DEMO_DIR)/catsdogs --image_size=80
+	$(PY) -m data_prep.show --data_dir=$(DEMO_DIR)/catsdogs --output=$(DEMO_DIR)/catsdogs_examples.png
 	$(PY) -m trainer.main $(DEMO_RUN)
 	$(PY) -m trainer.main $(DEMO_RUN) --mode=eval
 	$(PY) -m trainer.predict --model=$(DEMO_DIR)/run/export/saved_model \
 		$(DEMO_DIR)/kagglecatsanddogs_5340/PetImages/Cat/1.jpg $(DEMO_DIR)/kagglecatsanddogs_5340/PetImages/Dog/1.jpg
 	@echo
 	@echo "Dataset and build report:  $(DEMO_DIR)/catsdogs/ (build_report.json, metadata.json)"
+	@echo "A look at the dataset:     $(DEMO_DIR)/catsdogs_examples.png, $(DEMO_DIR)/catsdogs_examples_augmented.png"
 	@echo "Training history, curves:  $(DEMO_DIR)/run/history.csv, $(DEMO_DIR)/run/learning_curves.png"
-	@echo "Evaluation on test:        $(DEMO_DIR)/run/eval/"
+	@echo "Evaluation on test:        $(DEMO_DIR)/run/eval/ (report, confusion matrix, most confident mistakes)"
 	@echo "Serving export:            $(DEMO_DIR)/run/export/saved_model (python -m trainer.predict --model=... IMAGE ...)"
 	@echo "TensorBoard:               tensorboard --logdir=$(DEMO_DIR)/run/tensorboard"
 

@@ -31,6 +31,7 @@ setuptools.setup(
         "console_scripts": [
             "imgcls-build = data_prep.cli:build_command",
             "imgcls-extract-features = data_prep.cli:extract_features_command",
+            "imgcls-show = data_prep.cli:show_command",
             "imgcls-train = trainer.commands:train_command",
             "imgcls-predict = trainer.commands:predict_command",
         ]

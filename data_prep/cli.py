@@ -53,3 +53,8 @@ def build_command() -> None:
 def extract_features_command() -> None:
     """imgcls-extract-features: python -m data_prep.extract_features."""
     run_as_main("data_prep.extract_features")
+
+
+def show_command() -> None:
+    """imgcls-show: python -m data_prep.show."""
+    run_as_main("data_prep.show")

@@ -1,5 +1,5 @@
 r"""usage: python -m data_prep.show --data_dir=DIR [--per_class=4] [--output=FILE.png] [--image_size=N] [--seed=N]
-A look at a built dataset: a few examples per class per split, and the same training images as the model sees them.
+Draws a dataset's examples per class and split, as stored and as the model sees them (installed as imgcls-show too).
 
   python -m data_prep.show --data_dir=/data/catsdogs [--per_class=4] [--output=catsdogs_examples.png]
 

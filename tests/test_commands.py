@@ -19,6 +19,7 @@ COMMANDS = {  # Module: its console script.
     "data_prep.extract_features": "imgcls-extract-features",
     "trainer.main": "imgcls-train",
     "trainer.predict": "imgcls-predict",
+    "data_prep.show": "imgcls-show",
     "data_prep.sample_data": None,
 }
 # What pip writes for a console_scripts entry point "NAME = MODULE:FUNCTION".
