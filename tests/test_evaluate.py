@@ -23,6 +23,19 @@ from trainer import evaluate, export, input_pipeline, models, predict, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_quietly(command: list[str]) -> None:
+    """Runs a command from the repository (in its own process: 2 logical CPU devices), failing with its stderr."""
+    result = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def _config(data_dir, model_dir, **overrides):
     config = default.get_config()
     config.update(
@@ -168,7 +181,7 @@ def test_two_replicas_report_the_same_as_one_device(trained, tmp_path):
     assert [int(mask.sum()) for _, _, mask, _ in two_replicas_input.as_numpy_iterator()] == [11, 11, 1, 0]
     copy = tmp_path / "run"
     shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns(evaluate.REPORT_SUBDIR))
-    result = subprocess.run(
+    run_quietly(
         [
             sys.executable,
             "-m",
@@ -183,14 +196,8 @@ def test_two_replicas_report_the_same_as_one_device(trained, tmp_path):
             "--num_cpu_devices=2",
             "--global_batch_size=22",
             "--mixed_precision=float32",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        ]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     with open(copy / evaluate.REPORT_SUBDIR / "test.json") as f:
         two_replicas = json.load(f)
     assert two_replicas["confusion_matrix"] == one_device["confusion_matrix"]
@@ -210,15 +217,7 @@ def test_mistakes_on_replicas_are_the_single_device_answer(tmp_path):
     """The top-K of each replica, gathered and merged, is the top-K of all examples whatever the strategy and batch
     size, with the same tie order; padding (which the model gets wrong with certainty) never appears."""
     out = tmp_path / "mistakes.json"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tests", "replica_mistakes.py"), f"--out={out}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_quietly([sys.executable, os.path.join(REPO, "tests", "replica_mistakes.py"), f"--out={out}"])
     probabilities, labels = replica_mistakes.probability_arrays(23, (3,), 3, seed=2)  # make_data's eval arrays.
     predicted = probabilities.argmax(-1)
     confidence = probabilities.max(-1)
