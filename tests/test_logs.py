@@ -141,9 +141,12 @@ def test_shown_removes_the_root_handler_an_import_adds_and_keeps_the_users():
             assert logging.root.handlers == before
 
 
-def test_shown_leaves_a_handler_that_prints_info_to_print_them(capsys):
+def test_shown_leaves_a_handler_that_prints_info_to_print_them(capsys, monkeypatch):
     """As under absl's app.run (its handler on the root, INFO shown): the command lines print each line once."""
-    absl_logging.get_absl_handler().activate_python_handler()  # Bound to sys.stderr: pytest's, here.
+    absl_logging.get_absl_handler().activate_python_handler()
+    # Once flags are parsed (an in-process command test ran before), absl's handler prints INFO to the stream it was
+    # made with, the sys.stderr of that time, not capsys's.
+    monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.stderr)
     with root_logger(absl_logging.get_absl_handler(), level=logging.INFO), logs.shown():
         assert not logging.getLogger("data_prep").handlers and not absl_logging.get_absl_logger().handlers
         log_a_line_of_each()
