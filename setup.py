@@ -25,6 +25,9 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",  # tf.summary needs it (TF 2.21 no longer installs it).
         "matplotlib>=3.8,<4",  # Learning-curve PNG.
         "tensorflow-hub>=0.16,<0.17",  # Beam's TensorFlow model handler (feature extraction) imports it.
+        # Beam imports its interactive runner's utilities, which need pandas, for any pipeline built under IPython
+        # (a notebook), where it is an optional extra of Beam's.
+        "pandas>=1.4.3,!=1.5.0,!=1.5.1,<2.4",
     ],
     # Each is `python -m <module>` under a shorter name (python -m keeps working).
     entry_points={
@@ -45,6 +48,9 @@ setuptools.setup(
             "gcp-storage-emulator>=2024.1",  # tests/test_gcs.py: a local GCS server.
             "ruff>=0.17,<0.18",  # make lint: lint and format (pyproject.toml).
             "mypy>=2.4,<3",  # make lint: type check.
+            "ipykernel>=6.29,<8",  # tests/test_notebook.py: the README's notebook example in a Jupyter kernel.
+            "nbclient>=0.10,<1",
+            "nbformat>=5.9,<6",
         ],
         "samples": ["scikit-image>=0.24,<1"],
     },
