@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
 from typing import Any, TypeAlias, overload
@@ -28,7 +27,7 @@ import ml_collections
 import tensorflow as tf
 
 from data_prep import logs
-from trainer import config_fields, evaluate, export, predict, train
+from trainer import config_fields, export, predict, train
 from trainer.errors import ConfigError
 
 Config: TypeAlias = str | os.PathLike[str] | ml_collections.ConfigDict
@@ -94,15 +93,12 @@ def evaluate_model(config: Config, **overrides: Any) -> dict[str, Any]:
     """`python -m trainer.main --config=CONFIG --mode=eval`: evaluates the best (else latest) checkpoint on the
     test split and returns the report it writes to model_dir/eval/<split>.json (loss, accuracy, per_class,
     confusion_matrix, ...) with, under "mistakes", the list in <split>_mistakes.json (the most confidently wrong
-    examples: filename, true, predicted, probability)."""
+    examples: filename, true, predicted, probability). Every worker of a multi-worker run returns it; only the chief
+    writes it."""
     resolved = load_config(config, **{**overrides, "mode": "eval"})
     with logs.shown():
-        train.run(resolved)
-    directory = tf.io.gfile.join(resolved.model_dir, evaluate.REPORT_SUBDIR)
-    with tf.io.gfile.GFile(tf.io.gfile.join(directory, f"{resolved.test_split}.json")) as f:
-        report = json.load(f)
-    with tf.io.gfile.GFile(tf.io.gfile.join(directory, f"{resolved.test_split}_mistakes.json")) as f:
-        return {**report, "mistakes": json.load(f)}
+        _, [evaluation] = train.run(resolved)
+    return {**evaluation["report"], "mistakes": evaluation["mistakes"]}
 
 
 class Classifier:

@@ -202,9 +202,11 @@ def _evaluate_checkpoint(
         split=config.test_split,
         checkpoint=path,
     )
+    # Every worker has the report and the mistakes (both reduced or gathered across replicas) and returns them, so
+    # that trainer.evaluate_model answers without reading what only the chief writes.
+    examples = data.eval_examples_at([m.index for m in mistakes]) if data.eval_examples_at else {}
     if is_chief:
         evaluation.write_report(report, config.model_dir)
-        examples = data.eval_examples_at([m.index for m in mistakes]) if data.eval_examples_at else {}
         evaluation.write_mistakes(mistakes, examples, class_names, config.model_dir, config.test_split)
     logging.info("eval %s on %s: loss=%.4f accuracy=%.4f", path, config.test_split, report["loss"], report["accuracy"])
     return {
@@ -212,6 +214,8 @@ def _evaluate_checkpoint(
         "split": config.test_split,
         "val_loss": report["loss"],
         "val_accuracy": report["accuracy"],
+        "report": report,
+        "mistakes": evaluation.mistakes_list(mistakes, examples, class_names),
     }
 
 
