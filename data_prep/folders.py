@@ -227,11 +227,11 @@ def _label(
 
     entries = []
     for relpath in relpaths:
-        junk = walk.path_junk_reason(relpath)
+        skipped = walk.skip_reason(relpath, special)
         components = parts[relpath]
         placed: tuple[int | None, str | None, str | None]
-        if junk or relpath in special:
-            placed = None, None, junk or special[relpath]
+        if skipped:
+            placed = None, None, skipped
         elif components is None:
             placed = None, None, f"skipped: outside the data folder {prefix.rstrip('/')}"
         else:

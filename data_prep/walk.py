@@ -39,6 +39,11 @@ def path_junk_reason(relpath: str) -> str | None:
     return next((r for r in map(junk_reason, relpath.split("/")) if r), None)
 
 
+def skip_reason(relpath: str, special: dict[str, str]) -> str | None:
+    """Why a file `find` listed is skipped unread (junk on its path, or in `special`: not a regular file), or None."""
+    return path_junk_reason(relpath) or special.get(relpath)
+
+
 def find(fs: fsspec.AbstractFileSystem, root: str) -> tuple[list[str], dict[str, str], int]:
     """Every file name under `root` (relative, sorted), why each entry that is not a regular file is skipped, and
     the listed files' total size.

@@ -78,7 +78,7 @@ def image_files(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
             yield path, None
             continue
         relpaths, special, _ = walk.find(fs, root)
-        found = [r for r in relpaths if r not in special and not walk.path_junk_reason(r)]
+        found = [r for r in relpaths if not walk.skip_reason(r, special)]
         if not found:
             yield path, "a folder with no file to classify (junk and special files aside)"
         for relpath in found:
