@@ -48,3 +48,4 @@ def test_the_readmes_notebook_example_runs_in_a_kernel_with_progress_and_results
     assert re.fullmatch(r"\[\[\('(cat|dog)', 0\.\d+\)\], \[\('(cat|dog)', 0\.\d+\)\]\]", result("top_k=1"))
     assert result("report[").startswith("{'train': ")
     assert (tmp_path / "run" / "eval" / "test_mistakes.json").is_file()
+    assert (tmp_path / "catsdogs.png").is_file(), "the grids go where the example says, not into the repository"
