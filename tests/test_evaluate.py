@@ -291,6 +291,10 @@ def test_feature_dataset_mistakes_are_listed_without_a_grid(tmp_path):
     with open(json_path) as f:
         assert json.load(f) == [{"filename": "Dog/3.jpg", "true": "Dog", "predicted": "Cat", "probability": 0.6}]
 
+    # No mistakes at all: still no grid (an image dataset's would say "no mistakes").
+    _, png_path = evaluate.write_mistakes([], {}, ["Cat", "Dog"], str(tmp_path), "validation", images=False)
+    assert png_path is None and not (tmp_path / "eval" / "validation_mistakes.png").exists()
+
 
 def test_three_class_report_and_an_explicit_checkpoint(tmp_path):
     """In-memory data (classes named by index); eval_checkpoint picks the first epoch's checkpoint, not the best."""

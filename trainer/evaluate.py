@@ -223,14 +223,17 @@ def write_mistakes(
     class_names: Sequence[str],
     model_dir: str,
     split: str,
+    *,
+    images: bool = True,
 ) -> tuple[str, str | None]:
-    """Writes the mistakes as JSON and, when their images are at hand (not for features), as a grid; the paths."""
+    """Writes the mistakes as JSON and, for a dataset of `images` whose mistakes' images are at hand, as a grid (a
+    feature dataset gets none, even when it has no mistakes to show); the paths."""
     directory = tf.io.gfile.join(model_dir, REPORT_SUBDIR)
     tf.io.gfile.makedirs(directory)
     json_path = tf.io.gfile.join(directory, f"{split}_mistakes.json")
     files.write_atomic(json_path, json.dumps(mistakes_list(mistakes, examples, class_names), indent=2))
-    images = [examples[m.index].image if m.index in examples else None for m in mistakes]
-    if not all(image is not None for image in images):
+    shown = all(m.index in examples and examples[m.index].image is not None for m in mistakes)
+    if not (images and shown):
         return json_path, None
     png_path = tf.io.gfile.join(directory, f"{split}_mistakes.png")
     files.write_atomic(png_path, plot_mistakes(mistakes, examples, class_names, split))

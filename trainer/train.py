@@ -207,7 +207,9 @@ def _evaluate_checkpoint(
     examples = data.eval_examples_at([m.index for m in mistakes]) if data.eval_examples_at else {}
     if is_chief:
         evaluation.write_report(report, config.model_dir)
-        evaluation.write_mistakes(mistakes, examples, class_names, config.model_dir, config.test_split)
+        evaluation.write_mistakes(
+            mistakes, examples, class_names, config.model_dir, config.test_split, images=data.images
+        )
     logging.info("eval %s on %s: loss=%.4f accuracy=%.4f", path, config.test_split, report["loss"], report["accuracy"])
     return {
         "checkpoint": path,
